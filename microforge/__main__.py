@@ -1,0 +1,5 @@
+import sys
+
+from microforge.platform.cli import main
+
+sys.exit(main())

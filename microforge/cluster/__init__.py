@@ -1,0 +1,1 @@
+"""microforge.cluster"""

@@ -1,0 +1,56 @@
+"""The Ray runtime: an embedded local Ray by default, or a connection to a running cluster.
+
+``ray_runtime()`` starts Ray only if none is running in this process, and shuts down exactly
+what it started, so library calls nest inside tests and CLI commands alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+# Ray 2.60 turns on token authentication when ~/.ray/auth_token exists and RAY_AUTH_MODE is
+# unset; an embedded Ray must not depend on such a stray file, so the mode is always explicit.
+DEFAULT_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def apply_default_env() -> None:
+    for key, value in DEFAULT_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+@contextlib.contextmanager
+def ray_runtime(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    **init_kwargs,
+) -> Iterator[None]:
+    """Make Ray available for the block.
+
+    Args:
+        address: a cluster to connect to (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
+            defaults to ``$RAY_ADDRESS``; ``None`` starts an embedded local Ray.
+        num_cpus, num_gpus: resources of an embedded Ray (ignored when connecting).
+    """
+    import ray
+
+    apply_default_env()
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        log.info("connecting to Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=True, **init_kwargs)
+    else:
+        init_kwargs.setdefault("include_dashboard", False)
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **init_kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()

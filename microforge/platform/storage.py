@@ -1,0 +1,52 @@
+"""Storage helpers: atomic writes and the platform's state directory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import MicroforgeError
+
+
+def state_dir() -> Path:
+    """Where microforge keeps state between runs (``$MICROFORGE_HOME`` or ``~/.microforge``)."""
+    path = Path(os.environ.get("MICROFORGE_HOME", Path.home() / ".microforge"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and a rename,
+    so a reader never sees a half-written file and an interrupted write leaves none behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Check that ``path`` is, or can be created as, a writable directory, creating nothing.
+
+    Raises:
+        MicroforgeError: the path is a file, or its nearest existing ancestor is not writable.
+    """
+    path = Path(path).expanduser().absolute()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise MicroforgeError(f"output path {path} is not a directory ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise MicroforgeError(f"output directory {path} is not writable ({probe} denies write access)")
+    return path
