@@ -47,6 +47,10 @@ def ensure_writable_dir(path: str | Path) -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise MicroforgeError(f"output path {path} is not a directory ({probe} is a file)")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise MicroforgeError(f"output directory {path} is not writable ({probe} denies write access)")
+    try:  # os.access alone misses read-only mounts when running as root
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise PermissionError
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".microforge-probe-"))
+    except OSError:
+        raise MicroforgeError(f"output directory {path} is not writable ({probe} denies write access)") from None
     return path

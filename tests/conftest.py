@@ -1,0 +1,28 @@
+"""Shared fixtures: one local Ray per test session, shut down at the end."""
+
+import os
+
+import pytest
+
+# Explicit before anything imports Ray: a stray ~/.ray/auth_token must not switch on token auth.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray with exactly 2 CPUs, started once and shut down after the last test."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture()
+def state_home(tmp_path, monkeypatch):
+    """An isolated $MICROFORGE_HOME."""
+    home = tmp_path / "microforge-home"
+    monkeypatch.setenv("MICROFORGE_HOME", str(home))
+    return home

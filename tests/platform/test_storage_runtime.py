@@ -1,0 +1,33 @@
+import pytest
+
+from microforge.platform.errors import MicroforgeError
+from microforge.platform.storage import atomic_write_bytes, ensure_writable_dir
+
+
+def test_atomic_write_leaves_no_temp_file(tmp_path):
+    target = tmp_path / "sub" / "file.bin"
+    atomic_write_bytes(target, b"abc")
+    assert target.read_bytes() == b"abc"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]
+
+
+def test_ensure_writable_dir_creates_nothing_and_rejects_files(tmp_path):
+    assert ensure_writable_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(MicroforgeError, match="not a directory"):
+        ensure_writable_dir(tmp_path / "f" / "x")
+
+
+def test_ensure_writable_dir_rejects_read_only_location():
+    # /proc refuses new entries even to root, unlike a chmod 500 directory.
+    with pytest.raises(MicroforgeError, match="not writable"):
+        ensure_writable_dir("/proc/microforge-test/out")
+
+
+def test_ray_runtime_reuses_running_ray(ray_local):
+    from microforge.platform.runtime import ray_runtime
+
+    with ray_runtime():
+        assert ray_local.is_initialized()
+    assert ray_local.is_initialized()  # not shut down: the fixture started it
