@@ -300,7 +300,7 @@ def format_classes(class_names: Sequence[str]) -> str:
     return "".join(name + "\n" for name in _check_class_names(class_names))
 
 
-def format_ultralytics_yaml(dataset_root: str | os.PathLike, splits: Mapping[str, str],
+def format_ultralytics_yaml(dataset_root: str | os.PathLike | None, splits: Mapping[str, str],
                             class_names: Sequence[str]) -> str:
     """Ultralytics dataset YAML: ``path``, ``train`` / ``val`` / ``test`` and ``names``.
 
@@ -310,8 +310,9 @@ def format_ultralytics_yaml(dataset_root: str | os.PathLike, splits: Mapping[str
     :meth:`LabelFormat.label_path`).
 
     Args:
-        dataset_root: the dataset directory, written as ``path``. Give an absolute path:
-            Ultralytics resolves a relative one against its own ``datasets_dir`` setting.
+        dataset_root: the dataset directory, written as ``path``; ``None`` leaves ``path`` out,
+            so Ultralytics uses the YAML file's own folder and the dataset stays relocatable.
+            A relative path would be resolved against Ultralytics' ``datasets_dir`` setting.
         splits: split -> name of its list file relative to ``dataset_root``, e.g.
             ``{"train": "train.txt", "val": "val.txt"}``. Each list file holds one image path a
             line, absolute or starting with ``./`` (Ultralytics resolves only those against the
@@ -325,7 +326,7 @@ def format_ultralytics_yaml(dataset_root: str | os.PathLike, splits: Mapping[str
     unknown = sorted(set(splits) - {"train", "val", "test"})
     if unknown:
         raise DatasetError(f"unknown split(s) {unknown}; Ultralytics splits are train, val, test")
-    data: dict[str, object] = {"path": os.fspath(dataset_root)}
+    data: dict[str, object] = {} if dataset_root is None else {"path": os.fspath(dataset_root)}
     for split in ("train", "val", "test"):
         if splits.get(split):
             data[split] = splits[split]

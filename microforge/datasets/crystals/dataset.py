@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...platform.errors import MicroforgeError
+from ...platform.errors import ConfigError
 from ...platform.storage import atomic_write_text
 from .. import labels
 from ..images import encode_image
@@ -46,7 +46,7 @@ def encode_crystal(config: CrystalConfig, seed: int, index: int, options: Genera
 def finalize_crystals(out: Path, rows: list[dict[str, Any]], options: GenerationOptions) -> dict[str, Any]:
     atomic_write_text(out / "classes.txt", labels.format_classes(CLASS_NAMES))
     splits = {s: f"{s}.txt" for s in ("train", "val", "test") if any(r["split"] == s for r in rows)}
-    atomic_write_text(out / "dataset.yaml", labels.format_ultralytics_yaml(out, splits, CLASS_NAMES))
+    atomic_write_text(out / "dataset.yaml", labels.format_ultralytics_yaml(None, splits, CLASS_NAMES))
     return {"labels": sum(r["n_labels"] for r in rows), "truncated": sum(r["n_truncated"] for r in rows)}
 
 
@@ -79,8 +79,8 @@ def generate_dataset(
     ``config`` is a CrystalConfig, a dict, or a JSON/YAML file path. Re-running completes only
     what is missing or corrupt; a directory made with another config is refused unless ``overwrite``.
     """
-    if not 0.0 <= min_visible_fraction <= 1.0:
-        raise MicroforgeError(f"min_visible_fraction must lie in [0, 1], got {min_visible_fraction}")
+    if not 0.0 <= min_visible_fraction <= 1.0:  # checked here so a bad value fails before anything is written
+        raise ConfigError(f"min_visible_fraction must lie in [0, 1], got {min_visible_fraction}")
     options = GenerationOptions(image_format, split, {"min_visible_fraction": float(min_visible_fraction)})
     return generate(CRYSTALS, CrystalConfig.load(config), n, out, seed=seed, options=options,
                     workers=workers, overwrite=overwrite, address=address)
