@@ -1,0 +1,153 @@
+"""The FastAPI application of the ingress: middleware, error format and the route modules.
+
+Every response is JSON ``{"ok": true, ...}`` on success and ``{"ok": false, "detail": "..."}``
+with a 4xx/5xx status on failure (images and files excepted).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from microforge import __version__
+from microforge.platform.errors import ConfigError, MicroforgeError
+
+from .backend import Backend, unwrap
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+MUTATING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def error(status: int, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"ok": False, "detail": detail, **extra}, status_code=status)
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status of a microforge error: its own ``status``, 422 for config errors, else 400."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status
+    return 422 if isinstance(exc, ConfigError) else 400
+
+
+def cors_options(origins: list[str]) -> dict[str, Any] | None:
+    """CORSMiddleware arguments, or None (CORS off) without origins. Credentials never go with '*'."""
+    if not origins:
+        return None
+    wildcard = "*" in origins
+    return {"allow_origins": ["*"] if wildcard else list(origins), "allow_credentials": not wildcard,
+            "allow_methods": ["GET", "POST", "OPTIONS"], "allow_headers": ["Authorization", "Content-Type"]}
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]
+    detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+    return detail, errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = error(exc.status_code, str(exc.detail))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail, errors = _validation_detail(exc)
+        return error(422, detail, errors=errors)
+
+    @app.exception_handler(MicroforgeError)
+    async def microforge_error(_: Request, exc: MicroforgeError) -> JSONResponse:
+        return error(status_of(exc), str(exc))
+
+    # Starlette answers with this handler, then re-raises so the server logs the traceback.
+    @app.exception_handler(Exception)
+    async def any_error(request: Request, exc: Exception) -> JSONResponse:
+        cause = unwrap(exc)
+        if isinstance(cause, MicroforgeError):
+            return error(status_of(cause), str(cause))
+        return error(500, f"internal error ({type(cause).__name__}); see the server log")
+
+
+class BodyLimit:
+    """ASGI middleware capping request bodies: refused from ``Content-Length`` when it is declared,
+    and counted while streaming otherwise (chunked bodies), so no body past the cap is buffered."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    def too_large(self) -> HTTPException:
+        return HTTPException(413, f"request body larger than the {self.max_bytes}-byte limit")
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await error(413, self.too_large().detail)(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise self.too_large()  # surfaces through the HTTPException handler as a 413
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def install_guards(app: FastAPI, backend: Backend) -> None:
+    """Body-size cap and the optional bearer token on mutating endpoints."""
+    token = backend.config.api_token
+    app.add_middleware(BodyLimit, max_bytes=backend.config.limits.max_request_bytes)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if token and request.method in MUTATING_METHODS:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+                response = error(401, "missing or wrong bearer token (Authorization: Bearer <MICROFORGE_API_TOKEN>)")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+        return await call_next(request)
+
+
+def create_api(backend: Backend) -> FastAPI:
+    """The ingress application for ``backend`` (built in each ingress replica)."""
+    from .routes import analysis, delineation, live, synthesis, timelapse
+
+    app = FastAPI(title="microforge", version=__version__,
+                  description="Synthetic microscopy data and models on Ray Serve.")
+    app.state.backend = backend
+    install_error_handlers(app)
+    install_guards(app, backend)
+    cors = cors_options(backend.config.cors_origins)
+    if cors is not None:  # added last, so it wraps the guards and 401s still carry CORS headers
+        app.add_middleware(CORSMiddleware, **cors)
+    for module in (delineation, synthesis, analysis, timelapse, live):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        page = STATIC_DIR / "index.html"
+        if page.is_file():
+            return FileResponse(page, media_type="text/html")
+        return {"ok": True, "service": "microforge", "version": __version__, "docs": "/docs"}
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app

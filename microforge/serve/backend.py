@@ -1,0 +1,217 @@
+"""What the HTTP routes share: settings, deployment handles, the state actor, and helpers for
+offloading CPU work, retrying calls to replicas that died, and reading/writing under the data root."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+from fastapi import HTTPException, Request, UploadFile
+from pydantic import BaseModel, ConfigDict
+
+from microforge.platform.errors import MicroforgeError
+from microforge.platform.storage import atomic_write_bytes
+
+from .config import ServeConfig
+from .images import IMAGE_SUFFIXES, decode_image, detection_stats, draw_overlay, encode
+from .models import BUILTIN_ID, newest_segmentation_model
+from .paths import resolve_inside
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Calls to a replica that died mid-request are retried this many times (with backoff): Serve
+# re-routes new requests away from a dead replica, but one already accepted fails with
+# ActorDiedError, so the ingress retries it (every backend call is idempotent).
+RETRIES = 3
+_KEEP_GENERATED = 1000  # newest overlays kept per folder
+_SELECTION_TTL_S = 1.0
+JOB_ID = r"^[0-9a-f]{32}$"
+
+
+class RequestBody(BaseModel):
+    """Base of JSON request bodies: unknown keys are errors that name the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServiceUnavailable(MicroforgeError):
+    status = 503
+
+
+async def offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run CPU or disk work in a worker thread so the event loop stays free."""
+    return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The user-facing error inside a Ray task error (a replica raised it)."""
+    import ray
+
+    while isinstance(exc, ray.exceptions.RayTaskError) and getattr(exc, "cause", None) is not None:
+        exc = exc.cause
+    return exc
+
+
+def prune(folder: Path, keep: int = _KEEP_GENERATED) -> None:
+    """Keep the ``keep`` newest generated files of ``folder`` (names start with a time stamp)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return
+    for name in names[:-keep] if len(names) > keep else []:
+        (folder / name).unlink(missing_ok=True)
+
+
+def generated_name(suffix: str) -> str:
+    """A unique, time-ordered file name."""
+    return f"{time.time_ns()}-{secrets.token_hex(4)}{suffix}"
+
+
+@dataclass
+class Backend:
+    """Everything a route needs; one per ingress replica (``request.app.state.backend``)."""
+
+    config: ServeConfig
+    segmentation: Any  # DeploymentHandle of SegmentationModel
+    detector: Any  # DeploymentHandle of Detector
+    renderer: Any  # DeploymentHandle of CrystalRenderer
+    state: Any  # ActorHandle of ServeState
+    _selection: tuple[float, dict[str, Any]] = field(default=(0.0, {}))
+    _newest_segmentation: tuple[float, str | None] = field(default=(0.0, None))
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.config.data_root)
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.config.models_dir)
+
+    @property
+    def limits(self):
+        return self.config.limits
+
+    async def call(self, method: Any, *args: Any) -> Any:
+        """``await method.remote(*args)``, retried when the replica died; replica errors re-raised as-is."""
+        import ray
+
+        for attempt in range(RETRIES + 1):
+            try:
+                return await method.remote(*args)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                if attempt == RETRIES:
+                    raise ServiceUnavailable(f"the backend is unavailable ({type(exc).__name__}); retry shortly") \
+                        from None
+                log.warning("backend call failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(0.2 * 2**attempt)
+            except ray.exceptions.RayTaskError as exc:
+                cause = unwrap(exc)
+                if isinstance(cause, MicroforgeError):
+                    raise cause from None
+                raise
+
+    # --- model selection (shared in the state actor; cached briefly per replica) -------------
+
+    async def selection(self) -> dict[str, Any]:
+        stamp, cached = self._selection
+        if time.monotonic() - stamp > _SELECTION_TTL_S:
+            cached = await self.state.get_selection.remote()
+            self._selection = (time.monotonic(), cached)
+        return cached
+
+    async def select(self, role: str, model_id: str | None) -> dict[str, Any]:
+        selection = await self.state.set_selection.remote(role, model_id)
+        self._selection = (time.monotonic(), selection)
+        return selection
+
+    async def detector_id(self, requested: str | None = None) -> str:
+        return requested or (await self.selection()).get("detector") or BUILTIN_ID
+
+    async def segmentation_id(self) -> str:
+        """The selected U-Net, else the configured one, else the newest in the models directory."""
+        chosen = (await self.selection()).get("segmentation") or self.config.segmentation_model
+        if chosen:
+            return chosen
+        stamp, newest = self._newest_segmentation
+        if time.monotonic() - stamp > 5.0:
+            newest = await offload(newest_segmentation_model, self.models_dir)
+            self._newest_segmentation = (time.monotonic(), newest)
+        if newest is None:
+            raise ServiceUnavailable(f"no segmentation model: put a U-Net artifact in {self.models_dir} "
+                                     "or set segmentation_model in the serve config")
+        return newest
+
+    # --- files under the data root -----------------------------------------------------------
+
+    def data_path(self, name: str, *, what: str = "name", must_exist: bool = False) -> Path:
+        return resolve_inside(self.data_root, name, what=what, must_exist=must_exist)
+
+    def image_path(self, name: str) -> Path:
+        """An existing image file under the data root named by a request."""
+        path = self.data_path(name, what="image_name", must_exist=True)
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise HTTPException(404, f"'{name}' is not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
+        return path
+
+    def load_image(self, name: str) -> np.ndarray:
+        """Decode an image named by a request (call through :func:`offload`)."""
+        return decode_image(self.image_path(name).read_bytes(), max_side=self.limits.max_image_side,
+                            max_pixels=self.limits.max_image_pixels)
+
+    def save_overlay(self, folder: str, image: np.ndarray, detections: list[dict[str, Any]]) -> tuple[str, dict]:
+        """Draw the detections on the image, store it (JPEG) under ``folder`` of the data root, and
+        return its name and the detections' statistics (call through :func:`offload`)."""
+        name = f"{folder}/{generated_name('.jpg')}"
+        atomic_write_bytes(self.data_root / name, encode(draw_overlay(image, detections), ".jpg"))
+        prune(self.data_root / folder)
+        return name, detection_stats(detections)
+
+    async def read_upload(self, file: UploadFile, cap: int | None = None) -> bytes:
+        """The uploaded file's bytes; 413 past the upload cap (read in chunks, never whole first)."""
+        cap = cap or self.limits.max_upload_bytes
+        chunks, size = [], 0
+        while chunk := await file.read(1 << 20):
+            size += len(chunk)
+            if size > cap:
+                raise HTTPException(413, f"'{file.filename}' is larger than the {cap}-byte upload limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def decode_upload(self, file: UploadFile) -> np.ndarray:
+        data = await self.read_upload(file)
+        return await offload(decode_image, data, max_side=self.limits.max_image_side,
+                             max_pixels=self.limits.max_image_pixels)
+
+
+def count_files(folder: Path, pattern: str) -> int:
+    """How many files in ``folder`` match ``pattern`` (a job's progress markers)."""
+    return sum(1 for _ in folder.glob(pattern)) if folder.is_dir() else 0
+
+
+async def get_job(backend: Backend, job_id: str, kind: str) -> dict[str, Any]:
+    """The state actor's record of a job of ``kind``; 404 if there is none."""
+    job = await backend.state.job.remote(job_id)
+    if job is None or job["kind"] != kind:
+        raise HTTPException(404, f"no {kind} job '{job_id}'")
+    return job
+
+
+def image_url(name: str) -> str:
+    """The URL at which ``GET /get_image`` serves a data-root image."""
+    from urllib.parse import quote
+
+    return f"/get_image?name={quote(name)}"
+
+
+def get_backend(request: Request) -> Backend:
+    return request.app.state.backend

@@ -1,0 +1,158 @@
+"""Shared server state in one named, detached Ray actor: model selection, background jobs, live frames.
+
+Every ingress replica talks to the same actor, so a job started through one replica is seen,
+polled and cancelled through any other, and a frame posted to one replica reaches WebSocket
+clients connected to all of them.
+
+Live broadcast: the actor keeps a version counter and the last frame. Each ingress replica runs
+one background task that long-polls :meth:`ServeState.wait_live` (an asyncio condition wakes it
+at once when a frame arrives, else it returns after a timeout and polls again) and pushes every
+new version to the WebSocket clients connected to that replica.
+
+Jobs are Ray tasks the actor itself submits, so the actor owns them: they outlive the ingress
+replica that asked for them, and cancellation works from any replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import ray
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "microforge"
+_HISTORY = 500
+_FINAL_STATES = ("done", "failed", "cancelled")
+# A cancelled job that ignores the interrupt this long is killed outright.
+_CANCEL_GRACE_S = 10.0
+
+
+@ray.remote(num_cpus=0)
+class ServeState:
+    """The server's shared state; see the module docstring."""
+
+    def __init__(self, default_detector: str) -> None:
+        self.selection: dict[str, str | None] = {"detector": default_detector, "segmentation": None}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.refs: dict[str, ray.ObjectRef] = {}
+        self.latest: dict[str, str] = {}
+        self.live_version = 0
+        self.live_last: dict[str, Any] | None = None
+        self.live_history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
+        self.live_changed = asyncio.Condition()
+
+    async def ping(self) -> bool:
+        return True
+
+    # --- model selection ---------------------------------------------------------------------
+
+    async def get_selection(self) -> dict[str, str | None]:
+        return dict(self.selection)
+
+    async def set_selection(self, role: str, model_id: str | None) -> dict[str, str | None]:
+        if role not in self.selection:
+            raise ValueError(f"unknown role '{role}'")
+        self.selection[role] = model_id
+        return dict(self.selection)
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    async def start_job(self, job_id: str, kind: str, record: dict[str, Any], task: str,
+                        kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Submit ``microforge.serve.jobs.<task>`` with ``kwargs`` and track it as ``job_id``."""
+        from . import jobs
+
+        remote_fn = getattr(jobs, task)
+        ref = remote_fn.remote(**kwargs)
+        self.refs[job_id] = ref
+        self.jobs[job_id] = {**record, "job_id": job_id, "kind": kind, "state": "running",
+                             "started_at": time.time(), "finished_at": None, "errors": [], "result": None}
+        self.latest[kind] = job_id
+        asyncio.get_running_loop().create_task(self._watch(job_id, ref))
+        return dict(self.jobs[job_id])
+
+    async def _watch(self, job_id: str, ref: ray.ObjectRef) -> None:
+        job = self.jobs[job_id]
+        try:
+            job["result"] = await ref
+            if job["state"] != "cancelled":
+                job["state"] = "done"
+        except (ray.exceptions.TaskCancelledError, asyncio.CancelledError):
+            job["state"] = "cancelled"
+        except Exception as exc:  # the job's own failure: record it for the status endpoint
+            if job["state"] != "cancelled":
+                job["state"] = "failed"
+                cause = getattr(exc, "cause", None) or exc
+                job["errors"].append(f"{type(cause).__name__}: {cause}")
+        finally:
+            job["finished_at"] = time.time()
+            self.refs.pop(job_id, None)
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        job = self.jobs.get(job_id)
+        return dict(job) if job is not None else None
+
+    async def latest_job(self, kind: str) -> str | None:
+        return self.latest.get(kind)
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any] | None:
+        """Interrupt the job's task and its children; kill it if it has not stopped after a grace period."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        ref = self.refs.get(job_id)
+        if job["state"] not in _FINAL_STATES and ref is not None:
+            job["state"] = "cancelled"
+            ray.cancel(ref, recursive=True)
+            asyncio.get_running_loop().create_task(self._force_cancel(job_id, ref))
+        return dict(job)
+
+    async def _force_cancel(self, job_id: str, ref: ray.ObjectRef) -> None:
+        await asyncio.sleep(_CANCEL_GRACE_S)
+        if job_id in self.refs:
+            log.warning("job %s ignored cancellation for %.0f s; killing it", job_id, _CANCEL_GRACE_S)
+            ray.cancel(ref, force=True, recursive=True)
+
+    # --- live frames -------------------------------------------------------------------------
+
+    async def push_live(self, last: dict[str, Any]) -> int:
+        async with self.live_changed:
+            self.live_version += 1
+            self.live_last = last
+            self.live_history.append(last)
+            self.live_changed.notify_all()
+        return self.live_version
+
+    async def wait_live(self, after: int, timeout_s: float) -> tuple[int, dict[str, Any] | None]:
+        """Return ``(version, last)`` as soon as the version exceeds ``after``, or after ``timeout_s``."""
+        async with self.live_changed:
+            try:
+                await asyncio.wait_for(self.live_changed.wait_for(lambda: self.live_version > after), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+            return self.live_version, self.live_last
+
+    async def live_snapshot(self, history: int = 100) -> dict[str, Any]:
+        items = list(self.live_history)[-history:] if history > 0 else []
+        return {"version": self.live_version, "last": self.live_last, "history": items}
+
+
+def get_state(name: str, default_detector: str) -> "ray.actor.ActorHandle":
+    """The state actor called ``name``, created on first use (detached: it outlives any replica)."""
+    return ServeState.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                              max_concurrency=1000).remote(default_detector)
+
+
+def kill_state(name: str) -> bool:
+    """Kill the state actor (and with it the jobs it owns); False if there was none."""
+    try:
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    ray.kill(actor, no_restart=True)
+    return True

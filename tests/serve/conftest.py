@@ -1,0 +1,127 @@
+"""Serve fixtures: one microforge application on the session's local Ray per test module."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TOKEN = "test-token-123"
+ALLOWED_ORIGIN = "http://allowed.example"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_models_dir(models: Path) -> None:
+    """A tiny U-Net artifact, a working plugin and a broken one."""
+    from microforge.platform.artifact import save_artifact
+    from microforge.trainers.unet import unet_from_preset
+
+    model = unet_from_preset("tiny")
+    save_artifact(models / "unet-tiny", model.state_dict(),
+                  architecture={"name": "attention_unet", "config": model.config},
+                  preprocessing={"channels": 1, "image_size": 64, "size_multiple": 8, "threshold": 0.0},
+                  metrics={"dice": 0.5}, provenance={"test": True})
+    (models / "plugins" / "fixed-rod").mkdir(parents=True)
+    (models / "plugins" / "fixed-rod" / "model.py").write_text(textwrap.dedent("""
+        def load():
+            return {"length": 20.0}
+
+        def infer(model, image):
+            return [{"x": 10, "y": 12, "w": model["length"], "h": 4, "angle": 0.5, "confidence": 0.9, "class": "rod"}]
+    """))
+    (models / "plugins" / "broken").mkdir(parents=True)
+    (models / "plugins" / "broken" / "model.py").write_text(
+        "def infer(model, image):\n    raise RuntimeError('boom')\n")
+
+
+@dataclass
+class ServeApp:
+    url: str
+    port: int
+    data_root: Path
+    models_dir: Path
+    app_name: str
+    state_actor: str
+    headers: dict
+    token: str = TOKEN
+    allowed_origin: str = ALLOWED_ORIGIN
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/live"
+
+
+def app_config(tmp: Path, port: int, state_actor: str):
+    from microforge.serve.config import ServeConfig
+
+    no_cpu = {"ray_actor_options": {"num_cpus": 0}}
+    return ServeConfig.load({
+        "host": "127.0.0.1", "port": port,
+        "data_root": str(tmp / "data"), "models_dir": str(tmp / "models"),
+        "cors_origins": [ALLOWED_ORIGIN], "state_actor": state_actor, "api_token": TOKEN,
+        "synth_workers": 1, "timelapse_workers": 1,
+        "limits": {"max_upload_bytes": 2 << 20, "max_request_bytes": 8 << 20, "max_folder_files": 20,
+                   "max_image_side": 1024, "max_image_pixels": 1024 * 1024, "max_preview_pixels": 512 * 512,
+                   "max_bulk_rows": 8, "max_batch_images": 200},
+        "deployments": {
+            "Ingress": {"num_replicas": 2, **no_cpu},
+            # A long batch wait makes concurrent requests reliably share a batch on a busy machine.
+            "SegmentationModel": {"num_replicas": 2, "max_batch_size": 8, "batch_wait_timeout_s": 0.25, **no_cpu},
+            "Detector": {"num_replicas": 1, **no_cpu},
+            "CrystalRenderer": {"num_replicas": 2, **no_cpu},
+        },
+    })
+
+
+@pytest.fixture(scope="module")
+def serve_app(ray_local, tmp_path_factory):
+    """The whole application on 127.0.0.1:<free port>, shut down after the module."""
+    import httpx
+    from ray import serve
+
+    from microforge.serve.app import build_app
+    from microforge.serve.state import kill_state
+
+    tmp = tmp_path_factory.mktemp("serve")
+    (tmp / "models").mkdir()
+    make_models_dir(tmp / "models")
+    port = free_port()
+    app_name = "microforge-test"
+    state_actor = f"state-{uuid.uuid4().hex[:8]}"
+    config = app_config(tmp, port, state_actor)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(config), name=app_name, route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=10).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test application did not become healthy")
+            time.sleep(0.5)
+        yield ServeApp(url, port, (tmp / "data").resolve(), (tmp / "models").resolve(), app_name, state_actor,
+                       {"Authorization": f"Bearer {TOKEN}"})
+    finally:
+        serve.shutdown()
+        kill_state(state_actor)
+
+
+
+@pytest.fixture()
+def unused_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    return free_port()

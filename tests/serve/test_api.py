@@ -1,0 +1,601 @@
+"""The HTTP API over real HTTP against one Serve application (started once for this module)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import os
+import time
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+
+SMALL = {"width": 160, "height": 120}
+
+
+def rods_image(width: int = 256, height: int = 192) -> tuple[np.ndarray, list[tuple[float, ...]]]:
+    """A gray image with three dark, well separated rods; returns it and their (cx, cy, L, W, angle rad)."""
+    image = np.full((height, width), 180, np.uint8)
+    rods = [(60.0, 50.0, 70.0, 10.0, 0.3), (180.0, 60.0, 60.0, 8.0, -1.0), (120.0, 140.0, 90.0, 12.0, 1.4)]
+    for cx, cy, length, w, angle in rods:
+        box = cv2.boxPoints(((cx, cy), (length, w), float(np.degrees(angle))))
+        cv2.fillPoly(image, [np.round(box).astype(np.int32)], 60)
+    return image, rods
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="module")
+def client(serve_app):
+    with httpx.Client(base_url=serve_app.url, headers=serve_app.headers, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def rods_upload(client):
+    image, _ = rods_image()
+    r = client.post("/upload", files={"file": ("rods.png", png_bytes(image), "image/png")})
+    assert r.status_code == 200, r.text
+    return r.json()["name"]
+
+
+def ok(response: httpx.Response, status: int = 200) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["ok"] is (status < 400), body
+    return body
+
+
+def fails(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["ok"] is False and isinstance(body["detail"], str) and body["detail"], body
+    return body["detail"]
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    header, data = url.split(",", 1)
+    assert header.startswith("data:image/") and header.endswith(";base64")
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert image is not None
+    return image
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+# --- basics ----------------------------------------------------------------------------------------
+
+def test_health_docs_index_and_error_format(client):
+    health = ok(client.get("/health"))
+    assert health["status"] == "ok" and health["device"] == "cpu"
+    assert health["batching"]["max_batch_size"] == 8
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    for path in ("/predict", "/predict/json", "/synth_preview", "/synth_batch", "/inference", "/stream_frame",
+                 "/outputs_run_batch_start", "/system_info"):
+        assert path in spec["paths"], path
+    assert client.get("/").status_code == 200
+    fails(client.get("/no_such_endpoint"), 404)
+    detail = fails(client.post("/synth_preview", json={"t": 0.5, "bogus": 1}), 422)
+    assert "bogus" in detail
+
+
+def test_system_info_lists_deployments_and_replicas(client):
+    info = ok(client.get("/system_info"))
+    assert info["cpu"]["count"] >= 1 and info["ray"]["cluster_resources"]["CPU"] == 2
+    deployments = info["deployments"]
+    assert set(deployments) >= {"Ingress", "SegmentationModel", "Detector", "CrystalRenderer"}
+    assert deployments["CrystalRenderer"]["replicas"].get("RUNNING") == 2
+
+
+# --- delineation -----------------------------------------------------------------------------------
+
+def test_predict_png_and_json(client):
+    image = np.random.default_rng(0).integers(0, 255, (64, 96), dtype=np.uint8)
+    r = client.post("/predict", files={"file": ("x.png", png_bytes(image), "image/png")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    mask = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (64, 96) and set(np.unique(mask)) <= {0, 255}
+    body = ok(client.post("/predict/json", files={"file": ("x.png", png_bytes(image), "image/png")}))
+    assert decode_data_url(body["mask_b64"]).shape == (64, 96)
+    assert decode_data_url(body["prob_b64"]).shape == (64, 96)
+    assert body["stats"]["height"] == 64 and 0 <= body["stats"]["foreground_fraction"] <= 1
+    assert body["model_info"]["id"] == "unet-tiny"
+    fails(client.post("/predict", files={"file": ("x.txt", b"not an image", "text/plain")}), 415)
+
+
+def test_concurrent_requests_share_a_batch(serve_app):
+    image = png_bytes(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8))
+
+    async def burst() -> list[dict]:
+        async with httpx.AsyncClient(base_url=serve_app.url, headers=serve_app.headers, timeout=120) as c:
+            responses = await asyncio.gather(*(c.post("/predict/json", files={"file": ("x.png", image, "image/png")})
+                                               for _ in range(12)))
+        return [ok(r) for r in responses]
+
+    bodies = asyncio.run(burst())
+    assert max(b["batch_size"] for b in bodies) > 1
+    health = httpx.get(f"{serve_app.url}/health", timeout=30).json()
+    assert health["batching"]["max_batch_seen"] >= 1
+
+
+def test_demo(client):
+    body = ok(client.get("/demo", params={"num_dots": 40, "jitter": 0.03, "seed": 3}))
+    for key in ("input_b64", "mask_b64", "prob_b64", "true_mask_b64"):
+        assert decode_data_url(body[key]).shape == (64, 64)  # the artifact's training size
+    assert 0.0 <= body["dice"] <= 1.0 and math.isfinite(body["snr_db"])
+    assert body["num_dots"] == 40
+    body = ok(client.get("/demo", params={"noise_type": "gaussian", "noise_scale": 0.5, "seed": 3}))
+    assert body["noise_type"] == "gaussian"
+    fails(client.get("/demo", params={"noise_type": "bogus"}), 422)
+    fails(client.get("/demo", params={"num_dots": 0}), 422)
+    fails(client.get("/demo", params={"jitter": 2}), 422)
+
+
+# --- uploads and images ----------------------------------------------------------------------------
+
+def test_upload_validation(client, serve_app):
+    image, _ = rods_image()
+    body = ok(client.post("/upload", files={"file": ("../../evil name.png", png_bytes(image), "image/png")}))
+    assert body["name"] == "uploads/evil_name.png" and (serve_app.data_root / body["name"]).is_file()
+    r = client.get("/get_image", params={"name": body["name"]})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content == png_bytes(image)
+    # content is checked, whatever the name says
+    fails(client.post("/upload", files={"file": ("fake.png", b"#!/bin/sh\necho hi\n", "image/png")}), 415)
+    fails(client.post("/upload", files={"file": ("trunc.png", png_bytes(image)[:-30], "image/png")}), 422)
+    fails(client.post("/upload", files={"file": ("empty.png", b"", "image/png")}), 422)
+    # size cap (2 MiB in this app) and dimension cap (1024 px per side)
+    fails(client.post("/upload", files={"file": ("big.png", b"\x89PNG" + os.urandom(3 << 20), "image/png")}), 413)
+    wide = np.zeros((8, 2048), np.uint8)
+    fails(client.post("/upload", files={"file": ("wide.png", png_bytes(wide), "image/png")}), 413)
+    # a request body over the request cap is refused from its Content-Length
+    fails(client.post("/upload", content=b"x" * (9 << 20), headers={"content-type": "application/octet-stream"}), 413)
+    # ... and counted while streaming when there is none (chunked transfer)
+    chunks = (b"[" + b" " * (1 << 20) for _ in range(9))
+    fails(client.post("/synth_preview", content=chunks, headers={"content-type": "application/json"}), 413)
+
+
+def test_paths_cannot_escape_the_data_root(client, serve_app, tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(png_bytes(np.zeros((4, 4), np.uint8)))
+    (serve_app.data_root / "uploads").mkdir(parents=True, exist_ok=True)
+    link = serve_app.data_root / "uploads" / "link.png"
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside)
+    for name in ("../secret.png", "uploads/../../secret.png", str(outside), "~/x.png", "uploads\\..\\x.png",
+                 "uploads/\x00.png"):
+        fails(client.get("/get_image", params={"name": name}), 400)
+    fails(client.get("/get_image", params={"name": "uploads/link.png"}), 403)
+    fails(client.get("/get_image", params={"name": "uploads/missing.png"}), 404)
+    fails(client.post("/inference", json={"image_name": "../../etc/passwd"}), 400)
+    fails(client.post("/inference", json={"image_name": "uploads/link.png"}), 403)
+    fails(client.post("/preproc_preview", json={"image_name": "/etc/passwd"}), 400)
+    fails(client.post("/synth_batch", json={"config": SMALL, "n_images": 2, "out_dir": "../../escape"}), 400)
+    fails(client.post("/synth_batch", json={"config": SMALL, "n_images": 2, "out_dir": "/tmp/escape"}), 400)
+    fails(client.get("/outputs_inspect_dataset", params={"dataset_path": "/"}), 400)
+    fails(client.get("/outputs_inspect_dataset", params={"dataset_path": ".."}), 400)
+    fails(client.post("/synth_save_preset", json={"name": "../evil", "config": SMALL}), 400)
+    fails(client.get("/synth_get_preset", params={"name": "../../etc/passwd"}), 400)
+    fails(client.post("/preproc_save_preset", json={"name": ".hidden", "pipeline": {}}), 400)
+    # names with shell metacharacters are just refused names (nothing reaches a shell)
+    fails(client.post("/synth_save_preset", json={"name": "x; rm -rf /", "config": SMALL}), 400)
+    assert not list(tmp_path.parent.glob("escape*")) and not (tmp_path / "escape").exists()
+
+
+def test_models_load_only_from_the_models_dir(client, serve_app):
+    for folder in ("../data", "../../", "/etc"):
+        r = client.post("/select_model_folder", json={"folder": folder})
+        assert r.status_code in (400, 403), r.text
+    fails(client.post("/load_model", json={"model_id": "../data/uploads"}), 400)
+    # an uploaded folder holding a model.py: the .py is not even stored, and the folder is not loadable
+    files = [("files", ("evil/model.py", b"import os\ndef infer(m, i):\n    return []\n", "text/x-python")),
+             ("files", ("evil/frame_1.png", png_bytes(rods_image()[0]), "image/png"))]
+    body = ok(client.post("/outputs_upload_folder", files=files, data={"folder": "uploaded"}))
+    assert body["skipped"] == ["evil/model.py"] and body["saved"] == 1
+    uploaded = serve_app.data_root / body["dataset_path"] / "evil"
+    assert not (uploaded / "model.py").exists()
+    (uploaded / "model.py").write_text("def infer(m, i):\n    return []\n")  # even if one got there
+    fails(client.post("/select_model_folder", json={"folder": str(uploaded)}), 403)
+    fails(client.post("/load_model", json={"model_id": f"../data/{body['dataset_path']}/evil"}), 400)
+    assert all(not m["folder"].startswith("..") for m in ok(client.get("/available_models"))["models"])
+
+
+# --- preprocessing ---------------------------------------------------------------------------------
+
+def test_preprocess_operations_and_presets(client, rods_upload):
+    for operation in ("gray", "equalize", "clahe", "blur", "denoise", "gradient"):
+        body = ok(client.post("/preprocess", json={"image_name": rods_upload, "operation": operation}))
+        assert client.get("/get_image", params={"name": body["name"]}).status_code == 200
+    fails(client.post("/preprocess", json={"image_name": rods_upload, "operation": "sharpen"}), 422)
+    pipeline = {"desaturate": 1.0, "clahe_enable": True, "clahe_clip_limit": 2.0, "clahe_tile_grid": 8,
+                "equalize": True, "gradient_strength": 0.3, "invert": True}
+    body = ok(client.post("/preproc_preview", json={"image_name": rods_upload, "pipeline": pipeline}))
+    assert decode_data_url(body["overlay_b64"]).shape[:2] == (192, 256)
+    saved = ok(client.post("/save_preprocessed", json={"image_name": rods_upload, "pipeline": pipeline,
+                                                      "name": "rods_pre"}))
+    assert saved["name"] == "preprocessed/rods_pre.png"
+    fails(client.post("/preproc_preview", json={"image_name": rods_upload, "pipeline": {"desaturate": 2}}), 422)
+    fails(client.post("/preproc_preview", json={"image_name": rods_upload, "pipeline": {"clahe_tile_grid": 65}}),
+          422)
+    ok(client.post("/preproc_save_preset", json={"name": "strong", "pipeline": pipeline}))
+    assert "strong" in ok(client.get("/preproc_presets"))["presets"]
+    assert ok(client.get("/preproc_get_preset", params={"name": "strong"}))["pipeline"] == pipeline
+    fails(client.get("/preproc_get_preset", params={"name": "nope"}), 404)
+
+
+# --- models and inference --------------------------------------------------------------------------
+
+def test_inference_with_builtin_plugin_and_unet(client, rods_upload):
+    models = {m["id"]: m for m in ok(client.get("/available_models"))["models"]}
+    assert models["builtin:contours"]["type"] == "builtin"
+    assert models["plugins/fixed-rod"]["type"] == "plugin"
+    assert models["unet-tiny"]["type"] == "segmentation"
+
+    body = ok(client.post("/inference", json={"image_name": rods_upload, "model_id": "builtin:contours"}))
+    _, rods = rods_image()
+    assert body["stats"]["count"] == 3
+    angles = sorted(d["angle"] for d in body["detections"])
+    assert np.allclose(angles, sorted(r[4] for r in rods), atol=0.05)  # radians
+    lengths = sorted(body["stats"]["lengths"])
+    assert np.allclose(lengths, sorted(r[2] for r in rods), atol=4)
+    for key in ("count", "mean_length", "mean_width", "mean_aspect_ratio", "lengths", "widths", "aspect_ratios",
+                "mean_area", "areas"):
+        assert key in body["stats"]
+    assert client.get(body["overlay_url"]).status_code == 200
+    assert body["model_info"]["type"] == "builtin" and body["timings"]["total_s"] > 0
+
+    selected = ok(client.post("/load_model", json={"model_id": "plugins/fixed-rod"}))
+    assert selected["selected"]["detector"] == "plugins/fixed-rod"
+    body = ok(client.post("/inference", json={"image_name": rods_upload}))
+    assert body["detections"] == [{"x": 10.0, "y": 12.0, "w": 20.0, "h": 4.0, "angle": 0.5, "confidence": 0.9,
+                                   "class": "rod"}]
+    detail = fails(client.post("/inference", json={"image_name": rods_upload, "model_id": "plugins/broken"}), 500)
+    assert "boom" in detail
+    fails(client.post("/load_model", json={"model_id": "plugins/missing"}), 404)
+
+    ok(client.post("/select_model_folder", json={"folder": "unet-tiny"}))
+    body = ok(client.post("/inference", json={"image_name": rods_upload}))
+    assert body["model_info"]["type"] == "segmentation"
+
+    compare = ok(client.post("/inference_compare", json={"image_name": rods_upload, "model_id": "builtin:contours",
+                                                         "pipeline": {"invert": True}}))
+    assert compare["original"]["stats"]["count"] == 3 and "stats" in compare["processed"]
+    assert client.get(compare["processed"]["overlay_url"]).status_code == 200
+    ok(client.post("/load_model", json={"model_id": "builtin:contours"}))
+
+
+# --- synthesis -------------------------------------------------------------------------------------
+
+def test_synth_configs_and_presets(client):
+    body = ok(client.get("/synth_default_config"))
+    assert body["source"] in ("defaults", "standard") and body["config"]["width"] > 0
+    assert "properties" in ok(client.get("/synth_config_schema"))["schema"]
+    ok(client.post("/synth_save_standard", json={"config": {**SMALL, "n_rods_rng_lo_hi": [5, 10]}}))
+    body = ok(client.get("/synth_default_config"))
+    assert body["source"] == "standard" and body["config"]["width"] == 160
+    ok(client.post("/synth_save_preset", json={"name": "tiny", "config": SMALL}))
+    presets = ok(client.get("/synth_presets"))
+    assert "tiny" in presets["presets"] and "default" in presets["presets"]
+    assert ok(client.get("/synth_get_preset", params={"name": "tiny"}))["config"]["height"] == 120
+    assert ok(client.get("/synth_get_preset", params={"name": "standard"}))["source"] == "builtin"
+    fails(client.get("/synth_get_preset", params={"name": "nope"}), 404)
+    fails(client.post("/synth_save_preset", json={"name": "bad", "config": {"width": -1}}), 422)
+
+
+def test_synth_preview(client):
+    body = ok(client.post("/synth_preview", json={"t": 0.5, "config": SMALL, "seed": 7, "return_obbs": True}))
+    assert body["image_b64"].startswith("data:image/jpeg;base64,")
+    assert decode_data_url(body["image_b64"]).shape[:2] == (120, 160)
+    assert (body["width"], body["height"], body["seed_used"]) == (160, 120, 7)
+    assert set(body["timings"]) == {"generate_s", "encode_s", "total_s"}
+    assert abs(body["t"] - 0.5) < 1e-6
+    for box in body["obbs"]:
+        assert set(box) >= {"cx", "cy", "L", "W", "angle_deg", "corners"} and len(box["corners"]) == 4
+        assert -90 <= box["angle_deg"] < 90
+    again = ok(client.post("/synth_preview", json={"t": 0.5, "config": SMALL, "seed": 7}))
+    assert again["image_b64"] == body["image_b64"] and "obbs" not in again
+    assert ok(client.post("/synth_preview", json={"config": SMALL}))["seed_used"] >= 0
+
+
+def test_synth_preview_t_drives_the_stage_schedule(client):
+    config = {**SMALL, "n_rods_rng_lo_hi": [20, 20], "rod_len_px_lo_hi": [10, 15, 60], "fused_enable": False}
+    early = ok(client.post("/synth_preview", json={"t": 0.0, "config": config, "seed": 1, "return_obbs": True}))
+    late = ok(client.post("/synth_preview", json={"t": 1.0, "config": config, "seed": 1, "return_obbs": True}))
+    assert max(b["L"] for b in early["obbs"]) <= 15 + 1e-6
+    assert max(b["L"] for b in late["obbs"]) > 15
+
+
+def test_synth_preview_limits(client):
+    detail = fails(client.post("/synth_preview", json={"config": {"width": 100000, "height": 100000}}), 422)
+    assert "width" in detail
+    detail = fails(client.post("/synth_preview", json={"config": {"width": 1024, "height": 1024}}), 422)
+    assert "max_preview_pixels" in detail
+    fails(client.post("/synth_preview", json={"t": 2, "config": SMALL}), 422)
+    fails(client.post("/synth_preview", json={"t": 0.5, "config": {**SMALL, "widht": 3}}), 422)
+    fails(client.post("/synth_preview", json={"quality": 0, "config": SMALL}), 422)
+
+
+def test_synth_preview_bulk_spreads_over_replicas(client):
+    rows = [{"id": f"r{i}", "t": i / 7, "seed": i} for i in range(8)]
+    used = set()
+    for _ in range(3):  # routing is randomised (power of two choices): a few bulks certainly reach both
+        body = ok(client.post("/synth_preview_bulk", json={"rows": rows, "config": SMALL, "quality": 70,
+                                                          "return_obbs": True}))
+        assert set(body["images"]) == {r["id"] for r in rows} == set(body["obbs"]) == set(body["seeds"])
+        assert body["seeds"]["r3"] == 3 and body["total_s"] > 0
+        used |= set(body["replicas"])
+        if len(body["replicas"]) == 2:
+            break
+    assert len(used) == 2 and len(body["replicas"]) == 2  # one bulk's rows ran on both renderer replicas
+    fails(client.post("/synth_preview_bulk", json={"rows": rows + [{"id": "x", "t": 0}], "config": SMALL}), 422)
+    fails(client.post("/synth_preview_bulk", json={"rows": [{"id": 1, "t": 0}, {"id": "1", "t": 1}]}), 422)
+    fails(client.post("/synth_preview_bulk", json={"rows": []}), 422)
+
+
+def test_synth_batch_runs_to_completion(client, serve_app):
+    body = ok(client.post("/synth_batch", json={"config": SMALL, "n_images": 4, "out_dir": "done-run",
+                                                "seed_base": 5, "lambda_range": [0.5, 2.0]}))
+    job_id = body["job_id"]
+
+    def finished():
+        status = ok(client.get("/synth_batch_status", params={"job_id": job_id}))
+        return status if status["state"] != "running" else None
+
+    status = wait_for(finished, timeout=180, interval=1.0)
+    assert status["state"] == "done", status
+    assert status["done"] == status["total"] == 4 and status["images_per_s"] > 0 and status["errors"] == []
+    info = json.loads((serve_app.data_root / "datasets" / "done-run" / "dataset.json").read_text())
+    assert info["status"] == "complete" and info["seed"] == 5
+    assert info["config"]["stage_lambda_range"] == [0.5, 2.0]
+    fails(client.get("/synth_batch_status", params={"job_id": "0" * 32}), 404)
+    fails(client.get("/synth_batch_status", params={"job_id": "../x"}), 422)
+    fails(client.post("/synth_batch", json={"config": SMALL, "n_images": 10_000, "out_dir": "big"}), 422)
+    fails(client.post("/synth_batch", json={"config": SMALL, "n_images": 2, "out_dir": "x",
+                                            "lambda_range": [2.0, 1.0]}), 422)
+
+
+def test_synth_batch_cancel(client, serve_app):
+    config = {"width": 512, "height": 384}
+    job_id = ok(client.post("/synth_batch", json={"config": config, "n_images": 200, "out_dir": "cancelled-run"}))[
+        "job_id"]
+    wait_for(lambda: ok(client.get("/synth_batch_status", params={"job_id": job_id}))["done"] >= 1, timeout=120)
+    body = ok(client.post("/synth_batch_cancel", json={"job_id": job_id}))
+    assert body["state"] == "cancelled"
+
+    def done() -> int:
+        return ok(client.get("/synth_batch_status", params={"job_id": job_id}))["done"]
+
+    def settled():  # batches already rendering may finish; then nothing more is written
+        before = done()
+        time.sleep(3)
+        return (before,) if done() == before else None
+
+    (final,) = wait_for(settled, timeout=40, interval=0)
+    status = ok(client.get("/synth_batch_status", params={"job_id": job_id}))
+    assert status["state"] == "cancelled" and status["done"] == final < 200
+
+
+# --- time-lapse ------------------------------------------------------------------------------------
+
+def test_timelapse_upload_inspect_run_and_result(client, serve_app):
+    image, _ = rods_image()
+    files = [("files", (f"seq/frame_{i}.png", png_bytes(image), "image/png")) for i in (1, 2, 10)]
+    files += [("files", ("seq/frame_11.png", b"", "image/png")),
+              ("files", ("seq/frame_12.png", b"\x89PNG garbage", "image/png")),
+              ("files", ("seq/notes.txt", b"hello", "text/plain"))]
+    upload = ok(client.post("/outputs_upload_folder", files=files, data={"folder": "movie"}))
+    assert upload["dataset_path"] == "timelapse/movie" and upload["saved"] == 5
+    assert upload["skipped"] == ["seq/notes.txt"]
+    path = upload["dataset_path"]
+    inspect = ok(client.get("/outputs_inspect_dataset", params={"dataset_path": path}))
+    assert (inspect["total"], inspect["readable"], inspect["zero_size"], inspect["unreadable"]) == (5, 3, 1, 1)
+    fails(client.post("/outputs_upload_folder", files=[("files", ("../x.png", b"x", "image/png"))]), 400)
+
+    job_id = ok(client.post("/outputs_run_batch_start", json={"dataset_path": path, "pipeline": {},
+                                                              "model_folder": "builtin:contours"}))["job_id"]
+
+    def finished():
+        status = ok(client.get("/outputs_run_batch_status", params={"job_id": job_id}))
+        return status if status["status"] != "running" else None
+
+    status = wait_for(finished, timeout=180, interval=1.0)
+    assert status["status"] == "done" and status["processed"] == status["total"] == 5 and status["percent"] == 100
+    assert ok(client.get("/outputs_run_batch_status"))["job_id"] == job_id  # default: the latest run
+    result = ok(client.get("/outputs_run_batch_result", params={"job_id": job_id}))
+    assert [t["time"] for t in result["per_time"]] == [1.0, 2.0, 10.0]
+    first = result["per_time"][0]
+    assert first["count"] == 3 and first["mean_length"] > first["mean_width"] > 0
+    for key in ("length", "width", "aspect_ratio"):
+        assert len(first[f"hist_{key}"]["counts"]) == 20 and len(first[f"hist_{key}"]["edges"]) == 21
+        assert f"std_{key}" in first
+    assert result["processed"] == 5 and result["failed"] == 2
+    images = result["images"]
+    assert [i["name"] for i in images] == ["seq/frame_1.png", "seq/frame_2.png", "seq/frame_10.png",
+                                           "seq/frame_11.png", "seq/frame_12.png"]
+    assert "error" in images[3] and "error" in images[4]
+    assert client.get(images[0]["overlay_url"]).status_code == 200
+    fails(client.post("/outputs_run_batch_start", json={"dataset_path": path, "model_folder": "plugins/nope"}), 404)
+    fails(client.post("/outputs_run_batch_start", json={"dataset_path": "../"}), 400)
+
+
+# --- live ------------------------------------------------------------------------------------------
+
+def test_live_frames_reach_every_websocket_client(client, serve_app):
+    import websockets
+
+    image, _ = rods_image()
+    stamp = 1234.5
+
+    async def scenario() -> list[dict]:
+        sockets = [await websockets.connect(serve_app.ws_url, open_timeout=30) for _ in range(4)]
+        try:
+            await asyncio.sleep(1.0)  # let every replica's broadcaster start polling
+            async with httpx.AsyncClient(base_url=serve_app.url, headers=serve_app.headers, timeout=60) as c:
+                r = await c.post("/stream_frame", files={"file": ("f.png", png_bytes(image), "image/png")},
+                                 data={"timestamp": str(stamp)})
+                assert r.status_code == 200, r.text
+
+            async def receive(ws) -> dict:
+                while True:
+                    message = json.loads(await ws.recv())
+                    if message["last"]["time"] == stamp:
+                        return message
+
+            return await asyncio.wait_for(asyncio.gather(*(receive(ws) for ws in sockets)), timeout=30)
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+    messages = asyncio.run(scenario())
+    assert len(messages) == 4
+    for message in messages:
+        assert message["ok"] is True and message["last"]["stats"]["count"] == 3
+        assert message["last"]["overlay_url"].startswith("/get_image?name=live/")
+    stats = ok(client.get("/live_stats"))
+    assert stats["last"]["time"] == stamp and stats["history"][-1]["count"] == 3
+    fails(client.post("/stream_frame", files={"file": ("f.txt", b"nope", "text/plain")}), 415)
+
+
+# --- security: token, CORS, no shell ---------------------------------------------------------------
+
+def test_bearer_token_guards_mutating_endpoints(serve_app):
+    image, _ = rods_image()
+    with httpx.Client(base_url=serve_app.url, timeout=60) as anonymous:
+        for path, kwargs in (("/upload", {"files": {"file": ("a.png", png_bytes(image), "image/png")}}),
+                             ("/synth_preview", {"json": {"config": SMALL}}),
+                             ("/synth_batch", {"json": {"n_images": 1, "out_dir": "x"}}),
+                             ("/load_model", {"json": {"model_id": "builtin:contours"}})):
+            r = anonymous.post(path, **kwargs)
+            fails(r, 401)
+            assert r.headers["www-authenticate"] == "Bearer"
+        fails(anonymous.post("/synth_preview", json={"config": SMALL}, headers={"Authorization": "Bearer wrong"}), 401)
+        fails(anonymous.post("/synth_preview", json={"config": SMALL}, headers={"Authorization": serve_app.token}), 401)
+        assert anonymous.get("/health").status_code == 200  # reads stay open
+        ok(anonymous.post("/synth_preview", json={"config": SMALL},
+                          headers={"Authorization": f"Bearer {serve_app.token}"}))
+
+
+def test_cors_only_for_configured_origins(serve_app):
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    r = httpx.options(f"{serve_app.url}/synth_preview", headers={"Origin": serve_app.allowed_origin, **preflight})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == serve_app.allowed_origin
+    assert r.headers["access-control-allow-credentials"] == "true"
+    r = httpx.options(f"{serve_app.url}/synth_preview", headers={"Origin": "http://evil.example", **preflight})
+    assert "access-control-allow-origin" not in r.headers
+    r = httpx.get(f"{serve_app.url}/health", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_no_request_reaches_a_shell():
+    """No module of the server starts processes or shells."""
+    import microforge.serve as package
+
+    root = os.path.dirname(package.__file__)
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name.endswith(".py"):
+                source = open(os.path.join(folder, name), encoding="utf-8").read()
+                for needle in ("subprocess", "os.system", "os.popen", "shell=True", "pty.spawn", "os.exec"):
+                    assert needle not in source, f"{name} uses {needle}"
+
+
+# --- reliability (last: it kills replicas) ----------------------------------------------------------
+
+def _replica_names(deployment: str, app_name: str) -> list[str]:
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app_name}#{deployment}#"
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix))
+
+
+def test_killed_replica_is_replaced_and_requests_keep_succeeding(serve_app):
+    import ray
+
+    image = png_bytes(np.random.default_rng(2).integers(0, 255, (64, 64), dtype=np.uint8))
+    before = _replica_names("SegmentationModel", serve_app.app_name)
+    assert len(before) == 2
+
+    async def load() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=serve_app.url, headers=serve_app.headers, timeout=120) as c:
+            async def one(i: int) -> httpx.Response:
+                await asyncio.sleep(0.05 * i)
+                return await c.post("/predict/json", files={"file": ("x.png", image, "image/png")})
+
+            async def kill() -> None:
+                await asyncio.sleep(0.4)  # while requests are queued and in flight on both replicas
+                ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
+
+            results = await asyncio.gather(kill(), *(one(i) for i in range(40)))
+            return results[1:]
+
+    responses = asyncio.run(load())
+    assert [r.status_code for r in responses] == [200] * 40, [r.text for r in responses if r.status_code != 200]
+
+    def replaced():
+        names = _replica_names("SegmentationModel", serve_app.app_name)
+        return names if len(names) == 2 and before[0] not in names else None
+
+    after = wait_for(replaced, timeout=120, interval=1.0)
+    assert before[1] in after
+    r = httpx.post(f"{serve_app.url}/predict/json", files={"file": ("x.png", image, "image/png")},
+                   headers=serve_app.headers, timeout=120)
+    assert r.status_code == 200
+
+
+def test_killed_ingress_replica_is_replaced_and_clients_that_retry_succeed(serve_app):
+    """A request in flight on an ingress replica that dies gets a 5xx (or a dropped connection):
+    Serve does not replay HTTP requests. Retrying it succeeds on the surviving replica while the
+    controller starts a replacement."""
+    import ray
+
+    before = _replica_names("Ingress", serve_app.app_name)
+    assert len(before) == 2
+
+    async def load() -> list[int]:
+        async with httpx.AsyncClient(base_url=serve_app.url, headers=serve_app.headers, timeout=60) as c:
+            async def one(i: int) -> int:
+                await asyncio.sleep(0.05 * i)
+                for attempt in range(4):
+                    try:
+                        r = await c.post("/synth_preview", json={"config": SMALL, "seed": i})
+                        if r.status_code < 500:
+                            return r.status_code
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.5 * (attempt + 1))
+                return -1
+
+            async def kill() -> None:
+                await asyncio.sleep(0.3)
+                ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
+
+            results = await asyncio.gather(kill(), *(one(i) for i in range(30)))
+            return results[1:]
+
+    assert asyncio.run(load()) == [200] * 30
+
+    def replaced():
+        names = _replica_names("Ingress", serve_app.app_name)
+        return names if len(names) == 2 and before[0] not in names else None
+
+    wait_for(replaced, timeout=120, interval=1.0)
+    assert httpx.get(f"{serve_app.url}/health", timeout=60).json()["ok"] is True
