@@ -8,6 +8,8 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The session Ray has no dashboard; keep Ray Train's cleaner off any other Ray's State API.
+os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,11 @@ def ray_runtime(
         ray.init(address=address, log_to_driver=True, **init_kwargs)
     else:
         init_kwargs.setdefault("include_dashboard", False)
+        if not init_kwargs["include_dashboard"]:
+            # Without a dashboard, Ray Train's placement-group cleaner would query the State API
+            # at the default 127.0.0.1:8265, which may be another user's Ray on a shared node,
+            # and tear down our training workers; point it at a closed port instead.
+            os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **init_kwargs)
     try:
         yield

@@ -1,0 +1,250 @@
+"""Ray Data feeding for the launcher: static datasets and synthetic data regenerated per epoch.
+
+A :class:`TrainingData` gives the launcher two kinds of split:
+
+* **static** splits (:meth:`~TrainingData.driver_datasets`): Ray Datasets built on the driver,
+  handed to ``TorchTrainer(datasets=...)`` and read in each worker with
+  ``ray.train.get_dataset_shard`` (Ray splits them across workers and re-executes them each epoch,
+  so a lazily rendered dataset is re-rendered identically).
+* **per-epoch** splits (:meth:`~TrainingData.epoch_dataset`): built inside each training worker
+  at the start of every epoch from an :class:`EpochContext`. This is how an epoch's curriculum
+  (noise_scale, mixed_prob) reaches the renderer: the settings are plain arguments of the
+  epoch's ``map_batches`` call, fixed when the dataset is built, with no state shared between
+  processes. A dataset handed to ``TorchTrainer`` could not do this: its plan is fixed at launch
+  and re-executed unchanged every epoch (and one dataset per epoch would cost one split
+  coordinator actor per epoch). Building it in the worker also fixes which rank renders which
+  sample, so a resumed run sees exactly the samples it would have seen.
+
+In both cases the rendering runs as Ray Data tasks with their own CPU reservation
+(``cpus_per_task``), scheduled anywhere in the cluster, never in the training process, which only
+pulls finished batches (prefetched while it computes).
+
+:class:`SyntheticData` implements this for any batch renderer ``render(config, seed, indices,
+**kwargs) -> dict[str, ndarray]``. Sample indices are laid out so that every sample is a pure
+function of ``(seed, index)`` and the index of a sample depends only on ``(split, epoch, i)``:
+validation uses ``[0, val_samples)``; epoch ``e`` of training uses
+``val_samples + e * train_samples + [0, train_samples)``, of which rank ``r`` of ``W`` takes every
+``W``-th (``r, r + W, ...``), the same number on every rank (DDP needs equal step counts).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+
+from microforge.platform.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import ray.data
+
+__all__ = [
+    "EpochBatches",
+    "EpochContext",
+    "SyntheticData",
+    "TrainingData",
+    "import_callable",
+    "rank_indices",
+    "synthetic_dataset",
+]
+
+
+@dataclass(frozen=True)
+class EpochContext:
+    """Where a per-epoch dataset is built: 0-based ``epoch`` of ``total_epochs``, worker ``rank`` of ``world_size``."""
+
+    epoch: int
+    total_epochs: int
+    rank: int = 0
+    world_size: int = 1
+
+
+class TrainingData(Protocol):
+    """What a training job reads. Must pickle (it travels to the workers)."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON provenance; a resumed run must describe its data identically."""
+
+    def driver_datasets(self) -> dict[str, "ray.data.Dataset"]:
+        """Static splits, built on the driver and read through ``get_dataset_shard``."""
+
+    def epoch_splits(self) -> tuple[str, ...]:
+        """Names of the splits regenerated every epoch by :meth:`epoch_dataset`."""
+
+    def epoch_dataset(self, split: str, ctx: EpochContext) -> "ray.data.Dataset":
+        """This rank's part of a per-epoch split (called inside the training worker)."""
+
+    def rows_per_worker(self, split: str, world_size: int) -> int | None:
+        """Rows each worker reads per epoch, or None when unknown (then no epoch length)."""
+
+
+def import_callable(path: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"``.
+
+    Raises:
+        ConfigError: malformed path, missing module or attribute.
+    """
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"'{path}' is not of the form 'package.module:function'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise ConfigError(f"cannot import '{path}': {exc}") from None
+
+
+def rank_indices(n: int, rank: int, world_size: int) -> range:
+    """Positions ``rank, rank + W, ...`` below ``W * (n // W)``: equal shares, the remainder dropped."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    return range(rank, world_size * (n // world_size), world_size)
+
+
+def _render_rows(
+    batch: dict[str, "np.ndarray"],
+    *,
+    renderer: str,
+    config: dict[str, Any],
+    seed: int,
+    start: int,
+    stride: int,
+    kwargs: dict[str, Any],
+) -> dict[str, "np.ndarray"]:
+    # Runs in a Ray Data task: the row id becomes the sample index, so a sample never depends on
+    # how rows were grouped into blocks or tasks.
+    indices = (start + stride * batch["id"]).tolist()
+    return import_callable(renderer)(config, seed, indices, **kwargs)
+
+
+def synthetic_dataset(
+    renderer: str,
+    config: dict[str, Any],
+    seed: int,
+    rows: int,
+    *,
+    start: int = 0,
+    stride: int = 1,
+    kwargs: dict[str, Any] | None = None,
+    rows_per_task: int = 16,
+    cpus_per_task: float = 1.0,
+) -> "ray.data.Dataset":
+    """A lazy Ray Dataset of ``rows`` rendered samples, indices ``start, start + stride, ...``.
+
+    Args:
+        renderer: import path of ``render(config, seed, indices, **kwargs) -> dict`` (batch format).
+        config, seed, kwargs: passed to the renderer.
+        rows_per_task: samples per Ray Data task; cpus_per_task: CPUs each task reserves.
+    """
+    import ray.data
+
+    dataset = ray.data.range(rows, override_num_blocks=max(1, math.ceil(rows / rows_per_task))).map_batches(
+        _render_rows,
+        batch_size=rows_per_task,
+        num_cpus=cpus_per_task,
+        fn_kwargs={"renderer": renderer, "config": config, "seed": seed, "start": start, "stride": stride,
+                   "kwargs": dict(kwargs or {})},
+    )
+    # Batches in index order whatever the task timing, so training steps are reproducible; no
+    # progress bars: these datasets run once per epoch inside a training run.
+    dataset.context.execution_options.preserve_order = True
+    dataset.context.enable_progress_bars = False
+    return dataset
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """Training and validation data rendered on the fly by a batch renderer.
+
+    Args:
+        renderer: import path of ``render(config, seed, indices, **kwargs) -> dict`` returning
+            numeric arrays with a leading batch axis (e.g. ``render_blob_batch``).
+        config: the renderer's config as JSON (its first argument).
+        seed: dataset seed.
+        train_samples: samples per training epoch (all ranks together).
+        val_samples: validation samples, the same every epoch; 0 for none.
+        schedule: import path of ``schedule(epoch, total_epochs) -> dict`` of extra renderer
+            keyword arguments for a training epoch (e.g. the noise curriculum); None for none.
+        val_kwargs: renderer keyword arguments of the validation split.
+        rows_per_task: samples rendered per Ray Data task (its block size).
+        cpus_per_task: CPUs reserved by each render task.
+
+    Raises:
+        ConfigError: a sample count or task setting out of range.
+    """
+
+    renderer: str
+    config: dict[str, Any]
+    seed: int
+    train_samples: int
+    val_samples: int = 0
+    schedule: str | None = None
+    val_kwargs: dict[str, Any] = field(default_factory=dict)
+    rows_per_task: int = 16
+    cpus_per_task: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.train_samples < 1:
+            raise ConfigError(f"train_samples must be >= 1, got {self.train_samples}")
+        if self.val_samples < 0:
+            raise ConfigError(f"val_samples must be >= 0, got {self.val_samples}")
+        if self.rows_per_task < 1 or self.cpus_per_task <= 0:
+            raise ConfigError("rows_per_task must be >= 1 and cpus_per_task > 0")
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def _dataset(self, rows: int, start: int, stride: int, kwargs: dict[str, Any]) -> "ray.data.Dataset":
+        return synthetic_dataset(self.renderer, self.config, self.seed, rows, start=start, stride=stride,
+                                 kwargs=kwargs, rows_per_task=self.rows_per_task, cpus_per_task=self.cpus_per_task)
+
+    def driver_datasets(self) -> dict[str, "ray.data.Dataset"]:
+        if not self.val_samples:
+            return {}
+        return {"val": self._dataset(self.val_samples, 0, 1, dict(self.val_kwargs))}
+
+    def epoch_splits(self) -> tuple[str, ...]:
+        return ("train",)
+
+    def train_kwargs(self, epoch: int, total_epochs: int) -> dict[str, Any]:
+        """Renderer keyword arguments of training epoch ``epoch`` (from ``schedule``)."""
+        return dict(import_callable(self.schedule)(epoch, total_epochs)) if self.schedule else {}
+
+    def epoch_dataset(self, split: str, ctx: EpochContext) -> "ray.data.Dataset":
+        if split != "train":
+            raise ConfigError(f"SyntheticData regenerates only 'train' per epoch, not '{split}'")
+        share = rank_indices(self.train_samples, ctx.rank, ctx.world_size)
+        start = self.val_samples + ctx.epoch * self.train_samples + share.start
+        return self._dataset(len(share), start, share.step, self.train_kwargs(ctx.epoch, ctx.total_epochs))
+
+    def rows_per_worker(self, split: str, world_size: int) -> int | None:
+        if split == "train":
+            return self.train_samples // world_size
+        return None
+
+
+class EpochBatches:
+    """An iterable of batches that opens a fresh iterator at each epoch (what Lightning consumes).
+
+    Lightning calls ``iter()`` at the start of every epoch; ``open_epoch`` is called there, so a
+    per-epoch dataset is built exactly when its epoch begins. ``len()`` is the number of batches
+    per epoch when known (Lightning needs it for step-based LR schedules).
+    """
+
+    def __init__(self, open_epoch: Callable[[], Iterable[Any]], batches: int | None = None) -> None:
+        self._open_epoch = open_epoch
+        self._batches = batches
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._open_epoch())
+
+    @property
+    def batches(self) -> int | None:
+        """Batches per epoch, or None when unknown."""
+        return self._batches
+
+    def __len__(self) -> int:
+        if self._batches is None:
+            raise TypeError("the number of batches per epoch is unknown")
+        return self._batches
