@@ -38,7 +38,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from microforge.platform.errors import ConfigError, MicroforgeError
 from microforge.platform.storage import atomic_write_text, ensure_writable_dir
@@ -142,7 +142,7 @@ class TrainingJob:
         early_stopping: None disables it.
         checkpoints_to_keep: best checkpoints kept (the latest is always kept as well).
         seed: seed of the module's initial weights (data randomness lives in ``data``).
-        trainer_options: extra ``pytorch_lightning.Trainer`` arguments (e.g. ``limit_train_batches``).
+        trainer_options: extra Lightning ``Trainer`` arguments (e.g. ``limit_train_batches``).
     """
 
     module: str
@@ -404,7 +404,7 @@ def _resolve_precision(precision: str, use_gpu: bool) -> str:
 
 
 def _make_report_callback():
-    import pytorch_lightning as pl
+    from .lightning_import import pl
     import ray.train
     from ray.train import Checkpoint
 
@@ -436,7 +436,7 @@ def _make_report_callback():
 
 
 def _make_epoch_log_callback(total_epochs: int):
-    import pytorch_lightning as pl
+    from .lightning_import import pl
 
     class EpochLog(pl.Callback):
         """One log line per epoch on rank 0 (Lightning's bar would flood Ray's forwarded logs)."""
@@ -483,12 +483,9 @@ def _loaders(job: TrainingJob, static_splits: list[str], current_epoch: Callable
 
 
 def _train_worker(config: dict[str, Any]) -> None:
-    import pytorch_lightning as pl
+    from .lightning_import import pl
     import ray.train
     import torch
-    from pytorch_lightning.callbacks import EarlyStopping as LightningEarlyStopping
-    from pytorch_lightning.callbacks import LearningRateMonitor
-    from pytorch_lightning.loggers import TensorBoardLogger
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     job: TrainingJob = config["job"]
@@ -503,9 +500,9 @@ def _train_worker(config: dict[str, Any]) -> None:
     loaders = _loaders(job, config["static_splits"], lambda: trainer.current_epoch, rank, world)
     batches = loaders["train"].batches
     callbacks = [_make_report_callback(), _make_epoch_log_callback(job.epochs),
-                 LearningRateMonitor(logging_interval="epoch")]
+                 pl.callbacks.LearningRateMonitor(logging_interval="epoch")]
     if job.early_stopping is not None:
-        callbacks.append(LightningEarlyStopping(monitor=job.monitor, mode=job.monitor_mode,
+        callbacks.append(pl.callbacks.EarlyStopping(monitor=job.monitor, mode=job.monitor_mode,
                                                 patience=job.early_stopping.patience,
                                                 min_delta=job.early_stopping.min_delta))
     trainer_options = {"log_every_n_steps": max(1, min(50, batches or 50)), **job.trainer_options}
@@ -516,7 +513,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         strategy=RayDDPStrategy(),
         plugins=[RayLightningEnvironment()],
         callbacks=callbacks,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
+        logger=pl.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
         precision=_resolve_precision(job.precision, job.scaling.use_gpu),
         gradient_clip_val=job.gradient_clip_val,
         default_root_dir=str(run_dir),
@@ -549,13 +546,16 @@ def _build_module(job: TrainingJob):
         raise ConfigError(f"training module '{job.module}': {exc}") from None
 
 
-def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None) -> TrainingResult:
+def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None,
+           callbacks: Sequence[Any] = ()) -> TrainingResult:
     """Train ``job`` on Ray and export its best model.
 
     Args:
         job: what to train; ``job.name`` names the run (required with ``resume``).
         resume: continue the run ``job.name`` from its latest checkpoint.
         address: Ray cluster address; None uses the running Ray or starts an embedded one.
+        callbacks: Ray Train ``UserCallback``s of the run (e.g. Tune's report callback when a
+            Tune trial drives the run).
 
     Returns:
         :class:`TrainingResult`.
@@ -588,7 +588,7 @@ def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None
     started = time.perf_counter()
     try:
         with ray_runtime(address):
-            result = _fit(job, run_dir, record)
+            result = _fit(job, run_dir, record, callbacks)
     except BaseException:
         if run_dir.is_dir():  # say so in run.json; its checkpoints stay resumable
             record.update(status="failed", updated=_utc_now())
@@ -602,7 +602,8 @@ def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None
     return result
 
 
-def _fit(job: TrainingJob, run_dir: Path, record: dict[str, Any]) -> TrainingResult:
+def _fit(job: TrainingJob, run_dir: Path, record: dict[str, Any], callbacks: Sequence[Any] = ()
+         ) -> TrainingResult:
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -629,6 +630,7 @@ def _fit(job: TrainingJob, run_dir: Path, record: dict[str, Any]) -> TrainingRes
             checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoints_to_keep,
                                                checkpoint_score_attribute=job.monitor,
                                                checkpoint_score_order=job.monitor_mode),
+            callbacks=list(callbacks),
         ),
         datasets=datasets,
     )
@@ -651,7 +653,7 @@ def _best_checkpoint(result, job: TrainingJob):
 
 
 def _export(job: TrainingJob, run_dir: Path, checkpoint_dir: Path, metrics: dict[str, Any]) -> Path | None:
-    import pytorch_lightning as pl
+    from .lightning_import import pl
     import ray
     import torch
 
@@ -678,7 +680,7 @@ def _export(job: TrainingJob, run_dir: Path, checkpoint_dir: Path, metrics: dict
         "num_workers": job.scaling.num_workers,
         "seed": job.seed,
         "versions": {"microforge": __version__, "torch": torch.__version__, "ray": ray.__version__,
-                     "pytorch_lightning": pl.__version__},
+                     "lightning": pl.__version__},
         "created": _utc_now(),
     }
     numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}

@@ -23,13 +23,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
 from microforge.datasets.curriculum import curriculum_phase
 from microforge.platform.errors import ConfigError
 from microforge.trainers.data import SyntheticData
 from microforge.trainers.launcher import EarlyStopping, ModelExport, Scaling, TrainingJob
+from microforge.trainers.lightning_import import pl
 from microforge.trainers.losses import DelineationLoss
 from microforge.trainers.metrics import boundary_f1, dice_score, hausdorff_distance, iou_score
 from microforge.trainers.schedules import loss_weights, warmup_cosine_lambda
