@@ -29,7 +29,11 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="microforge", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="microforge",
+        description="Synthetic microscopy data and the models trained on it, on Ray. "
+        "Every command runs on an embedded local Ray unless --address or $RAY_ADDRESS names a cluster.",
+    )
     parser.add_argument("--version", action="version", version=f"microforge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
