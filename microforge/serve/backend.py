@@ -34,7 +34,6 @@ T = TypeVar("T")
 # ActorDiedError, so the ingress retries it (every backend call is idempotent).
 RETRIES = 3
 _KEEP_GENERATED = 1000  # newest overlays kept per folder
-_SELECTION_TTL_S = 1.0
 JOB_ID = r"^[0-9a-f]{32}$"
 
 
@@ -86,7 +85,6 @@ class Backend:
     detector: Any  # DeploymentHandle of Detector
     renderer: Any  # DeploymentHandle of CrystalRenderer
     state: Any  # ActorHandle of ServeState
-    _selection: tuple[float, dict[str, Any]] = field(default=(0.0, {}))
     _newest_segmentation: tuple[float, str | None] = field(default=(0.0, None))
 
     @property
@@ -120,19 +118,14 @@ class Backend:
                     raise cause from None
                 raise
 
-    # --- model selection (shared in the state actor; cached briefly per replica) -------------
+    # --- model selection (in the state actor, read on every request: a per-replica cache let
+    # another replica keep using the previous model right after /load_model) ----------------
 
     async def selection(self) -> dict[str, Any]:
-        stamp, cached = self._selection
-        if time.monotonic() - stamp > _SELECTION_TTL_S:
-            cached = await self.state.get_selection.remote()
-            self._selection = (time.monotonic(), cached)
-        return cached
+        return await self.state.get_selection.remote()
 
     async def select(self, role: str, model_id: str | None) -> dict[str, Any]:
-        selection = await self.state.set_selection.remote(role, model_id)
-        self._selection = (time.monotonic(), selection)
-        return selection
+        return await self.state.set_selection.remote(role, model_id)
 
     async def detector_id(self, requested: str | None = None) -> str:
         return requested or (await self.selection()).get("detector") or BUILTIN_ID

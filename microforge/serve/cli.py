@@ -1,7 +1,5 @@
-"""CLI group ``serve``: ``serve up`` runs the API in the foreground, ``serve status`` asks a running one.
-
-(The ``demo`` group, which renders, trains and serves in one go, is registered here too once it exists.)
-"""
+"""CLI groups ``serve`` (``serve up`` runs the API in the foreground, ``serve status`` asks a running
+one) and ``demo`` (renders, trains and serves in one go)."""
 
 from __future__ import annotations
 
@@ -33,6 +31,18 @@ def register(groups: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     status.set_defaults(func=_serve_status)
 
+    demo = groups.add_parser(
+        "demo", help="render crystals, train a tiny U-Net, serve both with the web GUI (Ctrl-C stops)",
+        description="On an embedded local Ray: render a small crystal dataset, train a tiny U-Net for about "
+                    "a minute (or reuse the last demo model, kept under <state dir>/demo/), and serve both with "
+                    "the web GUI until Ctrl-C.")
+    demo.add_argument("--host", default="127.0.0.1", help="interface to bind (default %(default)s)")
+    demo.add_argument("--port", type=int, default=8000, help="HTTP port (default %(default)s)")
+    demo.add_argument("--retrain", action="store_true", help="train a new U-Net even if a demo model exists")
+    demo.add_argument("--train-seconds", type=float, default=60.0, help="training budget (default %(default)g)")
+    demo.add_argument("--images", type=int, default=16, help="crystal images to render (default %(default)s)")
+    demo.set_defaults(func=_demo)
+
 
 def _serve_up(args: argparse.Namespace) -> int:
     from .app import run_foreground
@@ -40,9 +50,7 @@ def _serve_up(args: argparse.Namespace) -> int:
 
     config = load_serve_config(args.config, host=args.host, port=args.port, data_root=args.data_root,
                                models_dir=args.models_dir).resolved()
-    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_token:
-        print(f"microforge: warning: binding {config.host} without MICROFORGE_API_TOKEN: anyone who can reach "
-              "this port can upload files and start jobs", file=sys.stderr)
+    _warn_open_bind(config.host, config.api_token)
 
     def ready(url: str) -> None:
         print(f"microforge serve: {url} (API docs at {url}docs); data root {config.data_root}, "
@@ -50,6 +58,26 @@ def _serve_up(args: argparse.Namespace) -> int:
 
     run_foreground(config, address=args.address, on_ready=ready)
     print("microforge serve: stopped", flush=True)
+    return 0
+
+
+def _warn_open_bind(host: str, token: str | None) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print(f"microforge: warning: binding {host} without MICROFORGE_API_TOKEN: anyone who can reach "
+              "this port can upload files and start jobs", file=sys.stderr)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import os
+
+    from .config import TOKEN_ENV
+    from .demo import run_demo
+
+    _warn_open_bind(args.host, os.environ.get(TOKEN_ENV))
+
+    run_demo(host=args.host, port=args.port, retrain=args.retrain, train_seconds=args.train_seconds,
+             images=args.images, say=lambda line: print(line, flush=True))
+    print("microforge demo: stopped", flush=True)
     return 0
 
 

@@ -1,0 +1,126 @@
+"""The web GUI in a real headless Chromium (Debian's ``chromium`` driven by Playwright).
+
+Run with ``pytest -m browser``; skipped when Playwright or a Chromium binary is missing
+(``MICROFORGE_CHROMIUM`` names another binary).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+
+CHROMIUM = os.environ.get("MICROFORGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+if not CHROMIUM:
+    pytest.skip("no Chromium binary (apt-get install chromium, or set MICROFORGE_CHROMIUM)", allow_module_level=True)
+
+TIMEOUT_MS = 60_000
+
+# Pixels of the viewer canvas: how many are drawn, and how many are the box overlay's green
+# (the images are gray, so a green pixel can only be a box outline).
+CANVAS_PIXELS = """(selector) => {
+  const canvas = document.querySelector(selector);
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let drawn = 0, green = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] > 0) drawn++;
+    if (data[i + 1] > 180 && data[i] < 140 && data[i + 2] < 170) green++;
+  }
+  return {drawn, green, total: data.length / 4};
+}"""
+
+
+def rods_png(path) -> None:
+    """A gray image with three dark, well separated rods (the built-in detector finds 3)."""
+    image = np.full((192, 256), 180, np.uint8)
+    for cx, cy, length, width, angle in [(60, 50, 70, 10, 17.0), (180, 60, 60, 8, -57.0), (120, 140, 90, 12, 80.0)]:
+        box = cv2.boxPoints(((cx, cy), (length, width), angle))
+        cv2.fillPoly(image, [np.round(box).astype(np.int32)], 60)
+    cv2.imwrite(str(path), image)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser, serve_app):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.goto(f"{serve_app.url}/")
+    page.fill("#token", serve_app.token)
+    page.click("#token-save")
+    yield page
+    context.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_page_loads_with_local_assets_only(page, serve_app):
+    assert page.title() == "microforge"
+    page.wait_for_function("document.querySelector('#health-dot').className === 'ok'")
+    hosts = page.evaluate("() => performance.getEntriesByType('resource').map(e => new URL(e.name).host)")
+    assert set(hosts) <= {f"127.0.0.1:{serve_app.port}"}, hosts  # nothing from a CDN
+    for tab in ("inference", "preprocess", "timelapse", "live", "system"):
+        page.click(f"#tabs button[data-tab={tab}]")
+        assert page.is_visible(f"#tab-{tab}")
+    page.wait_for_selector("#sys-deployments td")
+    assert "SegmentationModel" in page.inner_text("#sys-deployments")
+    page.wait_for_function("document.querySelector('#live-state').textContent === 'connected'")
+
+
+def test_synthesis_preview_shows_image_with_boxes(page):
+    page.wait_for_selector("#synth-form .field[data-name=width] input")
+    # The test server caps previews at 512 x 512 pixels.
+    page.fill(".field[data-name=width] input", "320")
+    page.fill(".field[data-name=height] input", "240")
+    page.click(".preview-row >> nth=0 >> button.render")
+    page.wait_for_selector(".preview-row[data-rendered]")
+    info = page.inner_text(".preview-row[data-rendered] .controls")
+    assert "320×240 px" in info, info
+    boxes = int(info.split("px ·")[1].split("boxes")[0])
+    assert boxes > 0, info
+    pixels = page.evaluate(CANVAS_PIXELS, ".preview-row[data-rendered] canvas")
+    assert pixels["drawn"] > 0.3 * pixels["total"], pixels  # the image is on the canvas
+    assert pixels["green"] > 50, pixels  # and the boxes over it
+    assert page.input_value(".preview-row[data-rendered] input[type=number]") != ""  # the seed used
+
+
+def test_inference_upload_shows_overlay_and_stats(page, tmp_path):
+    image = tmp_path / "rods.png"
+    rods_png(image)
+    page.click("#tabs button[data-tab=inference]")
+    page.wait_for_function("document.querySelector('#model-select').options.length > 0")
+    page.set_input_files("#infer-file", str(image))
+    page.wait_for_function("document.querySelector('#infer-msg').classList.contains('ok')")
+    assert page.inner_text("#infer-msg").startswith("3 objects"), page.inner_text("#infer-msg")
+    assert page.inner_text("#infer-stats .stat .v") == "3"
+    pixels = page.evaluate(CANVAS_PIXELS, "#infer-viewer canvas")
+    assert pixels["drawn"] > 0.3 * pixels["total"] and pixels["green"] > 50, pixels
+    overlay = page.get_attribute("#infer-dl-overlay", "href")
+    assert "/get_image?name=overlays" in overlay
+    assert page.request.get(overlay).status == 200
+    # The histograms are drawn (a bar is the first series colour).
+    hist = page.evaluate("""() => {
+      const c = document.querySelector('#hist-length');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let bars = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] === 47 && d[i + 1] === 111 && d[i + 2] === 222) bars++;
+      return bars;
+    }""")
+    assert hist > 0
