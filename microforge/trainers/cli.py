@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from ..platform.cli import add_address_argument
 
+log = logging.getLogger(__name__)
+
 DEFAULT_RUNS_DIR = "runs"
+DEFAULT_BATCH_SIZE = 8
 # Arguments that define a U-Net run's model and data: with --resume they must match the run.
 _RUN_DEFINING = ("preset", "size", "train_samples", "val_samples", "seed", "lr")
 
 
-def default_batch_size(trainer: str, preset: str, size: int, precision: str) -> int:
+def default_batch_size(trainer: str, preset: str, size: int, precision: str, *, use_gpu: bool = False) -> int:
     """Batch size per worker when ``--batch-size`` is not given.
 
-    The hook for stored batch-size recommendations (a hardware search per trainer, preset,
-    image size and precision); until those exist it is a fixed default.
+    The recommendation stored by ``microforge tune batch-size`` for this device, trainer,
+    preset, image size and precision (its best samples/s), else :data:`DEFAULT_BATCH_SIZE`.
     """
-    return 8
+    from ..platform.recommendations import recommended_batch_size
+
+    found = recommended_batch_size(trainer, preset, size, precision, use_gpu=use_gpu)
+    if found is None:
+        return DEFAULT_BATCH_SIZE
+    log.info("batch size %d: the recommendation for %s %s at %d px, %s on %s (largest that fits: %d); "
+             "--batch-size overrides it", found.best_batch, trainer, preset, size, found.precision,
+             found.describe_device(), found.max_batch)
+    return found.best_batch
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -100,7 +112,8 @@ def _train_unet(args: argparse.Namespace) -> int:
             size=size,
             train_samples=args.train_samples or 256,
             val_samples=args.val_samples if args.val_samples is not None else 64,
-            batch_size=args.batch_size or default_batch_size("unet", preset, size, args.precision),
+            batch_size=args.batch_size or default_batch_size("unet", preset, size, args.precision,
+                                                             use_gpu=(args.gpus_per_worker or 0) > 0),
             seed=args.seed or 0,
             workers=args.workers or 1,
             gpus_per_worker=args.gpus_per_worker or 0.0,

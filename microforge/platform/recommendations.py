@@ -1,0 +1,200 @@
+"""Stored batch-size recommendations, applied by ``microforge train`` when no batch size is given.
+
+``<state dir>/batch_size_recommendations.json`` holds one record per (device, device memory,
+trainer, preset, resolution, precision): the device is the GPU's name or ``"cpu"``, the device
+memory the GPU's total memory or, on CPUs, the memory budget of the search. A new search replaces
+the records it measured and keeps the others. The batch applied is the one with the best samples/s
+(``best_batch``), which never exceeds the largest that fits (``max_batch``).
+
+This module imports neither torch nor Ray at module level: the train command reads it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from microforge.platform.errors import MicroforgeError
+from microforge.platform.storage import atomic_write_text, state_dir
+
+if TYPE_CHECKING:
+    from microforge.tune.batch_search import BatchSizeReport  # type hints only
+
+# Accepted spellings -> Lightning precision names (what recommendations are keyed by).
+PRECISIONS = {
+    "fp32": "32-true", "32": "32-true", "32-true": "32-true",
+    "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed",
+    "fp16": "16-mixed", "16": "16-mixed", "16-mixed": "16-mixed",
+}
+
+__all__ = [
+    "RECOMMENDATIONS_FILE",
+    "Recommendation",
+    "find_recommendation",
+    "load_recommendations",
+    "local_device",
+    "recommendations_from_report",
+    "recommendations_path",
+    "recommended_batch_size",
+    "save_recommendations",
+]
+
+log = logging.getLogger(__name__)
+
+RECOMMENDATIONS_FILE = "batch_size_recommendations.json"
+FORMAT = 1
+# GPUs of one model report slightly different totals across drivers and MIG settings.
+MEMORY_MATCH_TOLERANCE = 0.02
+
+
+class RecommendationError(MicroforgeError):
+    """The recommendations file cannot be read."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One measured batch size (see the module doc for the key)."""
+
+    trainer: str
+    preset: str
+    resolution: int
+    precision: str
+    device: str
+    device_memory_bytes: int
+    max_batch: int
+    best_batch: int
+    samples_per_s: float
+    step_time_s: float
+    peak_memory_bytes: int | None
+    capped: bool = False
+    measured: str = ""
+
+    def key(self) -> tuple:
+        return (self.device, self.device_memory_bytes, self.trainer, self.preset, self.resolution, self.precision)
+
+    def describe_device(self) -> str:
+        memory = f"{self.device_memory_bytes / 2**30:.1f} GiB"
+        return f"{self.device} ({memory} budget)" if self.device == "cpu" else f"{self.device} ({memory})"
+
+
+def recommendations_path() -> Path:
+    return state_dir() / RECOMMENDATIONS_FILE
+
+
+def load_recommendations(path: str | Path | None = None) -> list[Recommendation]:
+    """Every stored recommendation ([] when there is no file).
+
+    Raises:
+        RecommendationError: the file exists but is not a recommendations file.
+    """
+    path = Path(path) if path else recommendations_path()
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
+        names = {f.name for f in fields(Recommendation)}
+        return [Recommendation(**{k: v for k, v in record.items() if k in names}) for record in data["recommendations"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RecommendationError(f"{path} is not a batch-size recommendations file ({exc}); "
+                                  "delete it to start afresh") from None
+
+
+def save_recommendations(new: Iterable[Recommendation], path: str | Path | None = None) -> Path:
+    """Add ``new`` to the store, replacing records with the same key; atomic write.
+
+    Returns:
+        The file written.
+    """
+    path = Path(path) if path else recommendations_path()
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    merged = {r.key(): r for r in load_recommendations(path)}
+    for record in new:
+        merged[record.key()] = record if record.measured else Recommendation(**{**asdict(record), "measured": now})
+    records = sorted(merged.values(), key=lambda r: tuple(str(k) for k in r.key()))
+    atomic_write_text(path, json.dumps({"format": FORMAT, "recommendations": [asdict(r) for r in records]},
+                                       indent=2) + "\n")
+    return path
+
+
+def recommendations_from_report(report: "BatchSizeReport") -> list[Recommendation]:
+    """One record per preset a :class:`~microforge.tune.batch_search.BatchSizeReport` searched successfully."""
+    if report.device_memory_bytes is None:
+        return []
+    return [Recommendation(trainer=report.trainer, preset=preset, resolution=report.resolution,
+                           precision=report.precision, device=report.device,
+                           device_memory_bytes=int(report.device_memory_bytes), max_batch=result.max_batch,
+                           best_batch=result.best_batch, samples_per_s=float(result.best.samples_per_s or 0.0),
+                           step_time_s=float(result.best.step_time_s or 0.0),
+                           peak_memory_bytes=result.best.peak_memory_bytes, capped=result.capped)
+            for preset, result in report.results.items()]
+
+
+def physical_memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def local_device(use_gpu: bool) -> tuple[str, int] | None:
+    """``(name, total memory)`` of this machine's first CUDA GPU, or None when it has none.
+
+    For ``use_gpu=False`` returns ``("cpu", physical memory)``.
+    """
+    if not use_gpu:
+        return "cpu", physical_memory_bytes()
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0), int(torch.cuda.get_device_properties(0).total_memory)
+
+
+def find_recommendation(trainer: str, preset: str, resolution: int, precision: str, *, device: str,
+                        device_memory_bytes: int, path: str | Path | None = None) -> Recommendation | None:
+    """The stored recommendation for this key, or None.
+
+    On a GPU the memory must match (within 2 %). For ``device="cpu"`` ``device_memory_bytes`` is
+    the machine's memory and the record with the largest budget that fits in it is chosen.
+    """
+    candidates = [r for r in load_recommendations(path)
+                  if (r.trainer, r.preset, r.resolution, r.precision, r.device) ==
+                  (trainer, preset, resolution, precision, device)]
+    if device == "cpu":
+        fitting = [r for r in candidates if r.device_memory_bytes <= device_memory_bytes]
+        return max(fitting, key=lambda r: r.device_memory_bytes, default=None)
+    return next((r for r in candidates
+                 if abs(r.device_memory_bytes - device_memory_bytes) <= MEMORY_MATCH_TOLERANCE * device_memory_bytes),
+                None)
+
+
+def resolve_training_precision(precision: str, use_gpu: bool) -> str:
+    """The precision a training run will use (``auto`` resolved as the launcher does)."""
+    if precision != "auto":
+        return PRECISIONS.get(precision.strip().lower(), precision)  # others (64-true) match no record
+    if not use_gpu:
+        return "32-true"
+    import torch
+
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def recommended_batch_size(trainer: str, preset: str, resolution: int, precision: str, *,
+                           use_gpu: bool) -> Recommendation | None:
+    """The recommendation for a training run on this machine's device, or None.
+
+    A GPU run is matched by the local GPU's name and memory (None when this process sees no GPU,
+    e.g. a driver on a login node); a CPU run by the largest CPU budget within physical memory.
+    """
+    found = local_device(use_gpu)
+    if found is None:
+        log.info("no local GPU to match batch-size recommendations against")
+        return None
+    device, memory = found
+    return find_recommendation(trainer, preset, resolution, resolve_training_precision(precision, use_gpu),
+                               device=device, device_memory_bytes=memory)

@@ -1,0 +1,172 @@
+"""CLI group ``tune``: ``tune hparams`` (Ray Tune search) and ``tune batch-size`` (hardware search)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from pathlib import Path
+
+from ..platform.cli import add_address_argument
+from ..platform.errors import ConfigError
+
+DEFAULT_EXPERIMENTS_DIR = "tune"
+
+
+def default_space(trainer: str) -> Path | None:
+    """The example search space shipped for ``trainer`` (``microforge/tune/spaces/<trainer>.yaml``)."""
+    path = Path(str(resources.files("microforge.tune") / "spaces" / f"{trainer}.yaml"))
+    return path if path.is_file() else None
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    tune = groups.add_parser("tune", help="hyperparameter and hardware batch-size searches")
+    commands = tune.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    hp = commands.add_parser(
+        "hparams", help="Ray Tune search over a trainer's hyperparameters (ASHA), best model exported",
+        description="Search a trainer's hyperparameters with Ray Tune: every trial is a training run; ASHA "
+                    "stops trials that fall behind. Writes results.parquet, TensorBoard logs per trial and "
+                    "the best trial's model artifact into the experiment directory.")
+    hp.add_argument("--trainer", default=None, help="trainer to tune (e.g. unet)")
+    hp.add_argument("--space", default=None,
+                    help="search space YAML (default: the trainer's example, microforge/tune/spaces/<trainer>.yaml)")
+    hp.add_argument("--samples", type=int, default=8, help="configurations sampled (default %(default)s)")
+    hp.add_argument("--max-epochs", type=int, default=10, help="epochs of a trial never stopped (default %(default)s)")
+    hp.add_argument("--scheduler", choices=("asha", "none"), default="asha", help="trial scheduler (default asha)")
+    hp.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
+    hp.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1/factor of trials per rung")
+    hp.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (default 0: CPU)")
+    hp.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial's worker (default: planned)")
+    hp.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as fit)")
+    hp.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    hp.add_argument("--out", default=DEFAULT_EXPERIMENTS_DIR,
+                    help=f"experiments directory (default ./{DEFAULT_EXPERIMENTS_DIR})")
+    hp.add_argument("--name", default=None, help="experiment name (default <trainer>-<time>)")
+    hp.add_argument("--resume", metavar="EXPERIMENT_DIR", default=None,
+                    help="continue an interrupted experiment (its own settings are used)")
+    add_address_argument(hp)
+    hp.set_defaults(func=_hparams)
+
+    bs = commands.add_parser(
+        "batch-size", help="largest and fastest batch per model preset; stored as recommendations",
+        description="For each preset, find the largest batch that runs a full training step (doubling, then "
+                    "bisection) and the batch with the best samples/s, each probe in a fresh Ray actor (one "
+                    "GPU each; on CPUs against --memory-budget). The results become the default batch size "
+                    "of `microforge train` on this device.")
+    bs.add_argument("--trainer", required=True, help="trainer (e.g. unet)")
+    bs.add_argument("--presets", default=None, help="comma-separated presets (default: all of the trainer's)")
+    bs.add_argument("--resolution", type=int, required=True, help="input side in pixels")
+    bs.add_argument("--precision", default="fp32", help="fp32, bf16-mixed or 16-mixed (default fp32)")
+    bs.add_argument("--memory-budget", default=None,
+                    help="memory a probe may use, e.g. 4GiB: required on CPUs (peak RSS), optional on GPUs")
+    bs.add_argument("--max-batch", type=int, default=None, help="never probe above this batch size")
+    bs.add_argument("--timeout", type=float, default=300.0, help="seconds before a probe is killed (default 300)")
+    bs.add_argument("--device", choices=("auto", "gpu", "cpu"), default="auto",
+                    help="probe on GPUs or CPUs (default: GPUs when the cluster has them)")
+    bs.add_argument("--cpus-per-probe", type=float, default=1.0, help="CPUs per probe actor (default 1)")
+    bs.add_argument("--parallel", type=int, default=None,
+                    help="presets searched at once (default: one per GPU; 1 on CPUs)")
+    bs.add_argument("--steps", type=int, default=3, help="timed training steps per probe (default 3)")
+    bs.add_argument("--no-save", action="store_true", help="do not store the recommendations")
+    add_address_argument(bs)
+    bs.set_defaults(func=_batch_size)
+
+
+def _print_watch(experiment_dir: Path | None, url: str | None) -> None:
+    from .dashboards import tensorboard_command
+
+    if experiment_dir is not None:
+        print(f"experiment: {experiment_dir}")
+    print(f"Ray dashboard: {url}" if url else
+          "Ray dashboard: not running (a cluster started with its dashboard shows one here)")
+    if experiment_dir is not None:
+        print(f"TensorBoard: {tensorboard_command(experiment_dir)}", flush=True)
+
+
+def _format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _hparams(args: argparse.Namespace) -> int:
+    from .dashboards import tensorboard_command
+    from .hparams import HparamSearch, resume_hparam_search, run_hparam_search
+
+    if args.resume:
+        result = resume_hparam_search(args.resume, address=args.address, on_start=_print_watch)
+    else:
+        if not args.trainer:
+            raise ConfigError("tune hparams needs --trainer (or --resume EXPERIMENT_DIR)")
+        space = args.space or default_space(args.trainer)
+        if space is None:
+            from .trainers import resolve_tunable_trainer
+
+            resolve_tunable_trainer(args.trainer)  # an unknown trainer says so first
+            raise ConfigError(f"trainer '{args.trainer}' has no example search space: pass --space SPACE.yaml")
+        search = HparamSearch(trainer=args.trainer, space=space, samples=args.samples, max_epochs=args.max_epochs,
+                              scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
+                              cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
+                              grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed)
+        result = run_hparam_search(search, args.out, name=args.name, address=args.address, on_start=_print_watch)
+
+    keys = sorted({k for t in result.trials for k in t.config})
+    # the columns that tell trials apart (results.parquet has every one)
+    searched = [k for k in keys if len({json.dumps(t.config.get(k), sort_keys=True) for t in result.trials}) > 1] or keys
+    header = ["trial", "status", "epochs", result.metric, *searched]
+    rows = [[t.trial_id, t.status, str(t.epochs), "-" if t.score is None else f"{t.score:.4f}",
+             *[_format_value(t.config.get(k, "-")) for k in searched]] for t in result.trials]
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    print(f"\n{len(result.trials)} trials in {result.seconds:.0f} s ({result.mode}imise {result.metric}):")
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(f"results: {result.results_path}")
+    if result.best is None:
+        print("best model: none (no trial finished)")
+        return 1
+    print(f"best trial: {result.best.trial_id} ({result.metric} {result.best.score:.4f}), run {result.best.run_dir}")
+    print(f"best model: {result.best_model}")
+    print(f"TensorBoard: {tensorboard_command(result.experiment_dir)}")
+    return 0
+
+
+def _batch_size(args: argparse.Namespace) -> int:
+    from .batch_search import BatchSizeError, BatchSizeSearch
+    from .probe import format_bytes
+    from ..platform.recommendations import recommendations_from_report, save_recommendations
+    from .trainers import resolve_tunable_trainer
+
+    trainer = resolve_tunable_trainer(args.trainer)
+    presets = tuple(p.strip() for p in args.presets.split(",") if p.strip()) if args.presets else trainer.presets
+    search = BatchSizeSearch(trainer=args.trainer, presets=presets, resolution=args.resolution,
+                             precision=args.precision, device=args.device, memory_budget=args.memory_budget,
+                             max_batch=args.max_batch, timeout_s=args.timeout, cpus_per_probe=args.cpus_per_probe,
+                             parallel=args.parallel, measure_steps=args.steps)
+    report = search.run(address=args.address, on_start=lambda url: _print_watch(None, url))
+
+    memory = format_bytes(report.device_memory_bytes)
+    where = f"CPU, budget {memory}" if report.device == "cpu" else f"{report.device}, {memory}"
+    print(f"\n{report.trainer} at {report.resolution} px, {report.precision}, on {where} ({report.seconds:.0f} s)")
+    header = ["preset", "max batch", "peak memory", "best batch", "samples/s", "step ms", "probes"]
+    rows = []
+    for preset in presets:
+        result = report.results.get(preset)
+        if result is None:
+            rows.append([preset, "-", "-", "-", "-", "-", "failed"])
+            continue
+        best = result.best
+        rows.append([preset, f"{result.max_batch}{'+' if result.capped else ''}",
+                     format_bytes(result.largest.peak_memory_bytes), str(result.best_batch),
+                     f"{best.samples_per_s:.1f}", f"{best.step_time_s * 1000:.1f}", str(len(result.probes))])
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    if any(r.capped for r in report.results.values()):
+        print("+: reached --max-batch; the limit may be higher")
+    if report.results and not args.no_save:
+        path = save_recommendations(recommendations_from_report(report))
+        print(f"recommendations: {path} (used by `microforge train` when --batch-size is not given)")
+    if report.errors:
+        raise BatchSizeError("; ".join(report.errors[p] for p in presets if p in report.errors))
+    return 0

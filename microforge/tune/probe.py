@@ -1,0 +1,201 @@
+"""One batch-size probe: time full training steps of a module at one batch size and measure peak memory.
+
+A probe runs ``warmup_steps + measure_steps`` training steps (forward, loss, backward, gradient
+clipping, optimizer step: Lightning's automatic optimisation with the same precision plugin as a
+real run) on a random batch from the module's ``example_batch(batch_size)``. Running out of memory
+is an outcome, not a crash: a ``torch.cuda.OutOfMemoryError`` (or the CPU allocator's failure) is
+caught, references are dropped and the CUDA cache is emptied, and the probe reports ``"oom"``.
+
+Peak memory is what the device gives the process: on a GPU the CUDA caching allocator's peak
+reserved bytes (``torch.cuda.max_memory_reserved``); on the CPU the peak resident set size of the
+whole process (``getrusage(RUSAGE_SELF).ru_maxrss``), which is why every probe runs in a fresh
+process (see :mod:`microforge.tune.batch_search`). A probe whose peak exceeds the memory budget
+counts as out of memory.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import resource
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+__all__ = ["PROBE_STATUSES", "ProbeResult", "apply_memory_budget", "format_bytes", "is_out_of_memory",
+           "measure_training_step", "peak_rss_bytes"]
+
+log = logging.getLogger(__name__)
+
+PROBE_STATUSES = ("ok", "oom", "timeout", "error")
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe found.
+
+    Attributes:
+        batch_size: the probed batch size.
+        status: ``ok`` (the steps ran within memory), ``oom``, ``timeout`` (killed) or ``error``.
+        step_time_s: median time of the measured steps (None unless ``ok``).
+        peak_memory_bytes: peak device memory (GPU) or peak RSS (CPU); None if unknown.
+        message: why a probe did not fit.
+        device: ``"cpu"`` or the GPU's name; device_memory_bytes: the GPU's total memory (CPU: None).
+    """
+
+    batch_size: int
+    status: Literal["ok", "oom", "timeout", "error"]
+    step_time_s: float | None = None
+    peak_memory_bytes: int | None = None
+    message: str = ""
+    device: str = "cpu"
+    device_memory_bytes: int | None = None
+
+    @property
+    def fits(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def samples_per_s(self) -> float | None:
+        return self.batch_size / self.step_time_s if self.fits and self.step_time_s else None
+
+
+def format_bytes(n: float | None) -> str:
+    """``1536 -> '1.5 KiB'``; None -> ``'-'``."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def apply_memory_budget(result: ProbeResult, budget_bytes: int | None) -> ProbeResult:
+    """``result``, turned into ``oom`` when it ran but its peak memory exceeds ``budget_bytes``."""
+    if budget_bytes is None or not result.fits or result.peak_memory_bytes is None:
+        return result
+    if result.peak_memory_bytes <= budget_bytes:
+        return result
+    return replace(result, status="oom", message=f"peak memory {format_bytes(result.peak_memory_bytes)} exceeds "
+                                                 f"the budget of {format_bytes(budget_bytes)}")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` means the device ran out of memory (CUDA OOM or an allocator failure)."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or any(m in str(exc) for m in _OOM_MESSAGES))
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _step_timer(cuda: bool):
+    from microforge.trainers.lightning_import import pl
+    import torch
+
+    class StepTimer(pl.Callback):
+        """Wall time of each training step; CUDA is synchronised so a step's kernels count in it."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._start = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if cuda:
+                torch.cuda.synchronize()
+            self._start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if cuda:
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self._start)
+
+    return StepTimer()
+
+
+def measure_training_step(
+    module: Any,
+    batch_size: int,
+    *,
+    precision: str = "32-true",
+    accelerator: Literal["cpu", "gpu"] = "cpu",
+    warmup_steps: int = 1,
+    measure_steps: int = 3,
+    memory_budget_bytes: int | None = None,
+    gradient_clip_val: float | None = 1.0,
+) -> ProbeResult:
+    """Train ``module`` for a few steps at ``batch_size`` and report time and peak memory.
+
+    Args:
+        module: a LightningModule with ``example_batch(batch_size) -> batch``.
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ``16-mixed``).
+        accelerator: ``cpu`` or ``gpu`` (one device).
+        warmup_steps: steps not timed (allocator growth, cuDNN autotuning).
+        measure_steps: timed steps; the step time is their median.
+        memory_budget_bytes: a peak above it makes the result ``oom``.
+
+    Returns:
+        A :class:`ProbeResult`; out-of-memory and other exceptions are reported, not raised.
+    """
+    import torch
+
+    from microforge.trainers.data import EpochBatches
+    from microforge.trainers.lightning_import import pl
+
+    cuda = accelerator == "gpu"
+    device, total = "cpu", None
+    if cuda:
+        device = torch.cuda.get_device_name()
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.cuda.reset_peak_memory_stats()
+    timer = _step_timer(cuda)
+    status, message = "ok", ""
+    batch = loader = trainer = None
+    steps = warmup_steps + measure_steps
+    for name in ("lightning.pytorch", "pytorch_lightning", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no banner per probe
+    try:
+        batch = module.example_batch(batch_size)
+        loader = EpochBatches(lambda: iter([batch] * steps), steps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Lightning's advice on loaders, logging and SLURM does not apply here
+            trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, max_epochs=1,
+                                 gradient_clip_val=gradient_clip_val, callbacks=[timer], logger=False,
+                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                 num_sanity_val_steps=0, limit_val_batches=0)
+            trainer.fit(module, train_dataloaders=loader)
+    except Exception as exc:  # OOM is an outcome; anything else is reported as an error, not raised
+        status = "oom" if is_out_of_memory(exc) else "error"
+        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        log.info("batch %d: %s", batch_size, message)
+    finally:
+        # Drop every reference to activations and optimizer state before measuring and freeing.
+        batch = loader = trainer = None
+        gc.collect()
+        if cuda:
+            torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_reserved() if cuda else peak_rss_bytes()
+    if cuda:
+        torch.cuda.empty_cache()
+    step_time = None
+    if status == "ok":
+        measured = timer.times[warmup_steps:] or timer.times
+        if not measured:
+            status, message = "error", "no training step ran"
+        else:
+            step_time = statistics.median(measured)
+    result = ProbeResult(batch_size=batch_size, status=status, step_time_s=step_time, peak_memory_bytes=peak,
+                         message=message, device=device, device_memory_bytes=total)
+    return apply_memory_budget(result, memory_budget_bytes)
