@@ -89,8 +89,10 @@ def test_rerun_repairs_only_missing_or_corrupt_samples(ray_local, tmp_path):
 def test_resume_after_interrupted_run(tmp_path):
     """Ctrl-C a real CLI run part-way, then re-run the same command: it completes the rest."""
     out = tmp_path / "ds"
-    cmd = [sys.executable, "-m", "microforge", "synth", "crystals", "--preset",
-           str(small_config_file(tmp_path)), "--n", "60", "--out", str(out), "--workers", "1"]
+    n = 400  # enough that a quiet machine is still rendering when the interrupt arrives
+    config = small_config_file(tmp_path, width=384, height=288, n_rods_rng_lo_hi=[30, 60])
+    cmd = [sys.executable, "-m", "microforge", "synth", "crystals", "--preset", str(config),
+           "--n", str(n), "--out", str(out), "--workers", "1"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
@@ -98,15 +100,16 @@ def test_resume_after_interrupted_run(tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
+    assert proc.returncode == 130
     done_before = len(list((out / "meta").glob("*.json")))
-    assert 3 <= done_before < 60
+    assert 3 <= done_before < n
     assert json.loads((out / "dataset.json").read_text())["status"] == "incomplete"
     assert not (out / "manifest.parquet").exists()
     assert not list(out.rglob("*.tmp"))
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert f"{60 - done_before} rendered, {done_before} already complete" in result.stdout
-    assert len(read_manifest(out)) == 60
+    assert f"{n - done_before} rendered, {done_before} already complete" in result.stdout
+    assert len(read_manifest(out)) == n
 
 
 def test_other_config_is_refused_unless_overwrite(ray_local, tmp_path):
