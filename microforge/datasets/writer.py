@@ -269,6 +269,11 @@ def generate(
         results = list(ds.iter_rows())
     seconds = time.perf_counter() - start
     rows = sorted((json.loads(r["row"]) for r in results), key=lambda r: r["index"])
+    if [r["index"] for r in rows] != list(range(n)):
+        # An interrupt can end Ray Data's iteration early without raising: never write a manifest
+        # (or mark the dataset complete) for a partial run.
+        raise DatasetError(f"generation stopped after {len(rows)} of {n} samples; "
+                           "re-run the same command to complete the dataset")
     reused = sum(bool(r["reused"]) for r in results)
     counts = _finish(kind, out, record, rows, options)
     return GenerationSummary(out, len(rows), len(rows) - reused, reused, seconds, counts)

@@ -99,8 +99,8 @@ def test_resume_after_interrupted_run(tmp_path):
     while time.time() < deadline and len(list((out / "meta").glob("*.json"))) < 3:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode in (2, 130), output  # 130: Ctrl-C seen; 2: Ray Data ended early
     done_before = len(list((out / "meta").glob("*.json")))
     assert 3 <= done_before < n
     assert json.loads((out / "dataset.json").read_text())["status"] == "incomplete"
