@@ -1,6 +1,7 @@
 """Shared fixtures: one local Ray per test session, shut down at the end."""
 
 import os
+import signal
 
 import pytest
 
@@ -10,6 +11,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The session Ray has no dashboard; keep Ray Train's cleaner off any other Ray's State API.
 os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
+
+# A CI launcher may start us in the background with SIGINT ignored, and an ignored signal stays
+# ignored in every child: the tests that press Ctrl-C on a subprocess need it handled here, so
+# that children start with the default disposition (handlers reset on exec, SIG_IGN does not).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
