@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import MicroforgeError
+from .storage import atomic_replace_dir
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -53,11 +51,9 @@ def save_artifact(directory: str | Path, state_dict: Mapping[str, Any], *, archi
 
     if "name" not in architecture or "config" not in architecture:
         raise ValueError("architecture needs 'name' and 'config'")
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+
+    def fill(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         card = {
             "format_version": FORMAT_VERSION,
@@ -68,13 +64,8 @@ def save_artifact(directory: str | Path, state_dict: Mapping[str, Any], *, archi
             "weights_sha256": _file_sha256(tmp / WEIGHTS_FILE),
         }
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True, default=float) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+
+    return atomic_replace_dir(directory, fill)
 
 
 def read_artifact(directory: str | Path) -> tuple[ModelCard, dict[str, Any]]:

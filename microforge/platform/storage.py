@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from .errors import MicroforgeError
 
@@ -54,3 +56,20 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError:
         raise MicroforgeError(f"output directory {path} is not writable ({probe} denies write access)") from None
     return path
+
+
+def atomic_replace_dir(target: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Build a directory with ``fill(tmp)`` in a temp directory beside ``target``, then rename it
+    into place, replacing an existing ``target`` only once the new one is complete."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        fill(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

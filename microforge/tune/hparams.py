@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from microforge.platform.errors import ConfigError, MicroforgeError
-from microforge.platform.storage import atomic_write_text, ensure_writable_dir
+from microforge.platform.storage import atomic_replace_dir, atomic_write_text, ensure_writable_dir
 
 from .dashboards import dashboard_url
 from .space import SearchSpace, load_search_space
@@ -529,17 +529,8 @@ def _summarise(grid, trainer: TunableTrainer, experiment_dir: Path) -> list[Tria
 
 
 def _copy_artifact(source: Path, target: Path) -> Path:
-    """Copy an artifact directory into place atomically (a temp copy renamed over the old one)."""
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    """Copy an artifact directory into place atomically."""
+    return atomic_replace_dir(target, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
 
 
 def _write_results(trials: list[TrialSummary], path: Path) -> Path:
