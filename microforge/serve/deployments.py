@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from .models import load_detector, load_segmentation
+from .models import load_detector, load_segmentation, newest_segmentation_model, segmentation_outputs
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,25 @@ class SegmentationModel:
         self.predict_batch.set_batch_wait_timeout_s(own["batch_wait_timeout_s"])
         self.cache = _ModelCache(lambda model_id: load_segmentation(self.models_dir, model_id))
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self._warm_up(settings.get("segmentation_model"))
 
-    def _predict(self, items: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
+    def _warm_up(self, model_id: str | None) -> None:
+        """Load the default model and run one forward pass before this replica takes traffic, so
+        a replica the autoscaler adds under load does not hold its first batch for the seconds
+        that loading (and CUDA's start) take. A model that does not load is reported by the
+        requests that name it, not here."""
+        try:
+            model_id = model_id or newest_segmentation_model(self.models_dir)
+            if model_id is None:
+                return
+            self.cache.get(model_id).predict([np.zeros((64, 64), np.uint8)])
+        except Exception as exc:  # noqa: BLE001 - warm-up is best effort
+            log.warning("SegmentationModel: could not warm up model '%s': %s", model_id, exc)
+
+    def _predict(self, items: list[tuple[str, np.ndarray, bool]]) -> list[dict[str, Any]]:
         results: list[dict[str, Any] | None] = [None] * len(items)
         by_model: dict[str, list[int]] = {}
-        for i, (model_id, _) in enumerate(items):
+        for i, (model_id, _, _) in enumerate(items):
             by_model.setdefault(model_id, []).append(i)
         for model_id, indices in by_model.items():
             start = time.perf_counter()
@@ -63,19 +77,21 @@ class SegmentationModel:
             probs = net.predict([items[i][1] for i in indices])
             seconds = time.perf_counter() - start
             for i, prob in zip(indices, probs):
-                results[i] = {"prob": prob, "threshold": net.threshold, "batch_size": len(items),
-                              "model_info": net.info, "infer_s": seconds}
+                results[i] = {**segmentation_outputs(prob, net.threshold, with_prob=items[i][2]),
+                              "batch_size": len(items), "model_info": net.info, "infer_s": seconds}
         return results  # type: ignore[return-value]
 
     # Defaults only: __init__ applies the configured size and wait.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def predict_batch(self, items: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
+    async def predict_batch(self, items: list[tuple[str, np.ndarray, bool]]) -> list[dict[str, Any]]:
         self.batch_sizes[len(items)] += 1
         return await asyncio.to_thread(self._predict, items)
 
-    async def predict(self, model_id: str, image: np.ndarray) -> dict[str, Any]:
-        """``{prob: float32 (H, W), threshold, batch_size, model_info, infer_s}`` for a gray float32 image in [0, 1]."""
-        return await self.predict_batch((model_id, image))
+    async def predict(self, model_id: str, image: np.ndarray, with_prob: bool = False) -> dict[str, Any]:
+        """``{mask, prob, stats, batch_size, model_info, infer_s}`` (see
+        :func:`~microforge.serve.models.segmentation_outputs`) for a gray (H, W) image, uint8 or
+        float32 in [0, 1]; ``prob`` is None unless ``with_prob``."""
+        return await self.predict_batch((model_id, image, with_prob))
 
     def describe(self, model_id: str) -> dict[str, Any]:
         """Load the model (raising if it cannot load) and describe it."""

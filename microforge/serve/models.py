@@ -147,28 +147,42 @@ class SegmentationNet:
                 "image_size": self.preprocessing.get("image_size"), "threshold": self.threshold}
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Probabilities (float32 (H, W) in [0, 1]) for gray float32 (H, W) images in [0, 1] (the
-        value range the trainer's preprocessing records).
+        """Probabilities (float32 (H, W) in [0, 1]) for gray (H, W) images: float32 in [0, 1] (the
+        value range the trainer's preprocessing records) or uint8, which is scaled by 1/255 on the
+        device.
 
-        Images of the same shape run as one batch; each is edge-padded to the network's size
-        multiple and the output cropped back.
+        Images of the same shape and type run as one batch; each is edge-padded to the network's
+        size multiple and the output cropped back.
         """
         import torch
 
         multiple = int(getattr(self.module, "size_multiple", 1))
         out: list[np.ndarray | None] = [None] * len(images)
-        by_shape: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[tuple[int, ...], bool], list[int]] = {}
         for i, image in enumerate(images):
-            by_shape.setdefault(image.shape, []).append(i)
-        for (h, w), indices in by_shape.items():
+            groups.setdefault((image.shape, image.dtype == np.uint8), []).append(i)
+        for ((h, w), is_u8), indices in groups.items():
             ph, pw = -h % multiple, -w % multiple
             batch = np.stack([np.pad(images[i], ((0, ph), (0, pw)), mode="edge") for i in indices])
-            x = torch.from_numpy(batch).float().unsqueeze(1).to(self.device)
+            x = torch.from_numpy(batch).unsqueeze(1).to(self.device)
+            x = x.float() / 255.0 if is_u8 else x.float()
             with torch.inference_mode():
                 probs = torch.sigmoid(self.module(x))[:, 0, :h, :w].cpu().numpy()
             for i, prob in zip(indices, probs):
                 out[i] = prob.astype(np.float32)
         return out  # type: ignore[return-value]
+
+
+def segmentation_outputs(prob: np.ndarray, threshold: float, with_prob: bool) -> dict[str, Any]:
+    """What a prediction returns to the ingress: the binary mask (uint8 0/255), the probability
+    map quantised to uint8 if asked (what its PNG shows anyway), and statistics from the full
+    float map. Small arrays: they travel inline in Ray's reply rather than through the object store."""
+    mask = prob >= threshold
+    return {"mask": mask.astype(np.uint8) * 255,
+            "prob": np.clip(np.round(prob * 255.0), 0, 255).astype(np.uint8) if with_prob else None,
+            "stats": {"height": int(prob.shape[0]), "width": int(prob.shape[1]),
+                      "foreground_fraction": float(mask.mean()), "mean_prob": float(prob.mean()),
+                      "max_prob": float(prob.max())}}
 
 
 def load_segmentation(models_dir: str | Path, model_id: str) -> SegmentationNet:

@@ -87,6 +87,9 @@ def test_health_docs_index_and_error_format(client):
     health = ok(client.get("/health"))
     assert health["status"] == "ok" and health["device"] == "cpu"
     assert health["batching"]["max_batch_size"] == 8
+    # Replicas load the default model (the newest U-Net here) before taking traffic.
+    assert health["models"]["segmentation_loaded"] == ["unet-tiny"]
+    assert health["batching"]["max_batch_seen"] == 0
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     for path in ("/predict", "/predict/json", "/synth_preview", "/synth_batch", "/inference", "/stream_frame",
@@ -108,16 +111,25 @@ def test_system_info_lists_deployments_and_replicas(client):
 
 # --- delineation -----------------------------------------------------------------------------------
 
-def test_predict_png_and_json(client):
+def test_predict_png_and_json(client, serve_app):
+    from microforge.serve.models import load_segmentation
+
     image = np.random.default_rng(0).integers(0, 255, (64, 96), dtype=np.uint8)
     r = client.post("/predict", files={"file": ("x.png", png_bytes(image), "image/png")})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     mask = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (64, 96) and set(np.unique(mask)) <= {0, 255}
+    # The same artifact run here on the float image: the served mask and probabilities match
+    # (a pixel may flip where batched and single forward passes differ in the last bit).
+    net = load_segmentation(serve_app.models_dir, "unet-tiny")
+    prob = net.predict([image.astype(np.float32) / 255.0])[0]
+    assert np.mean((mask > 0) == (prob >= net.threshold)) > 0.999
     body = ok(client.post("/predict/json", files={"file": ("x.png", png_bytes(image), "image/png")}))
-    assert decode_data_url(body["mask_b64"]).shape == (64, 96)
-    assert decode_data_url(body["prob_b64"]).shape == (64, 96)
-    assert body["stats"]["height"] == 64 and 0 <= body["stats"]["foreground_fraction"] <= 1
+    assert np.mean((decode_data_url(body["mask_b64"]) > 0) == (prob >= net.threshold)) > 0.999
+    assert np.abs(decode_data_url(body["prob_b64"]).astype(float) - prob * 255).max() <= 1.0
+    assert body["stats"]["height"] == 64 and body["stats"]["width"] == 96
+    assert body["stats"]["foreground_fraction"] == pytest.approx(float(np.mean(prob >= net.threshold)), abs=1e-3)
+    assert body["stats"]["mean_prob"] == pytest.approx(float(prob.mean()), abs=1e-4)
     assert body["model_info"]["id"] == "unet-tiny"
     fails(client.post("/predict", files={"file": ("x.txt", b"not an image", "text/plain")}), 415)
 

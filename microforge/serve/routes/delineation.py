@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import Response
 
 from ..backend import Backend, get_backend, offload
-from ..images import encode, png_b64, to_gray_float
+from ..images import encode, png_b64, to_gray_u8
 
 router = APIRouter(tags=["delineation"])
 
@@ -26,24 +26,16 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
 
 
-def mask_stats(prob: np.ndarray, threshold: float) -> dict[str, Any]:
-    mask = prob >= threshold
-    return {"height": int(prob.shape[0]), "width": int(prob.shape[1]),
-            "foreground_fraction": float(mask.mean()), "mean_prob": float(prob.mean()), "max_prob": float(prob.max())}
+def _to_u8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
 
 
-def _to_u8(prob: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(prob * 255.0), 0, 255).astype(np.uint8)
-
-
-def _mask_png(result: dict[str, Any]) -> np.ndarray:
-    return (result["prob"] >= result["threshold"]).astype(np.uint8) * 255
-
-
-async def _predict(backend: Backend, image: np.ndarray, model_id: str | None = None) -> dict[str, Any]:
-    """Run the segmentation model on a gray float32 image through the batching deployment."""
+async def _predict(backend: Backend, image: np.ndarray, model_id: str | None = None,
+                   with_prob: bool = False) -> dict[str, Any]:
+    """Run the segmentation model on a gray image (uint8, or float32 in [0, 1]) through the
+    batching deployment."""
     model_id = model_id or await backend.segmentation_id()
-    return await backend.call(backend.segmentation.predict, model_id, image)
+    return await backend.call(backend.segmentation.predict, model_id, image, with_prob)
 
 
 @router.get("/health")
@@ -90,12 +82,12 @@ async def demo(num_dots: int = Query(40, ge=1, le=2000), jitter: float = Query(0
     size = int(info.get("image_size") or DEMO_SIZE)  # the size the model was trained at
     sample = await offload(_render_demo, num_dots, jitter, noise_type, noise_scale, seed, size)
     rendered = time.perf_counter()
-    result = await _predict(backend, sample.image, model_id)
+    result = await _predict(backend, sample.image, model_id, with_prob=True)
     predicted = time.perf_counter()
     images = await offload(lambda: {
-        "input_b64": png_b64(_to_u8(sample.image)), "mask_b64": png_b64(_mask_png(result)),
-        "prob_b64": png_b64(_to_u8(result["prob"])), "true_mask_b64": png_b64(sample.mask * 255),
-        "dice": dice(result["prob"] >= result["threshold"], sample.mask)})
+        "input_b64": png_b64(_to_u8(sample.image)), "mask_b64": png_b64(result["mask"]),
+        "prob_b64": png_b64(result["prob"]), "true_mask_b64": png_b64(sample.mask * 255),
+        "dice": dice(result["mask"], sample.mask)})
     return {"ok": True, **images, "snr_db": sample.meta["snr_db"],
             "noise_type": sample.meta["noise_type"], "num_dots": sample.meta["n_dots"], "seed": seed,
             "batch_size": result["batch_size"], "model_info": result["model_info"],
@@ -108,8 +100,8 @@ async def demo(num_dots: int = Query(40, ge=1, le=2000), jitter: float = Query(0
 async def predict(file: UploadFile = File(...), backend: Backend = Depends(get_backend)) -> Response:
     """Image in, binary mask PNG out."""
     image = await backend.decode_upload(file)
-    result = await _predict(backend, await offload(to_gray_float, image))
-    png = await offload(lambda: encode(_mask_png(result), ".png"))
+    result = await _predict(backend, await offload(to_gray_u8, image))
+    png = await offload(encode, result["mask"], ".png")
     return Response(png, media_type="image/png", headers={"X-Batch-Size": str(result["batch_size"])})
 
 
@@ -118,14 +110,12 @@ async def predict_json(file: UploadFile = File(...), backend: Backend = Depends(
     """Image in; base64 mask and probability map, statistics and the batch it ran in."""
     start = time.perf_counter()
     image = await backend.decode_upload(file)
-    gray = await offload(to_gray_float, image)
+    gray = await offload(to_gray_u8, image)
     decoded = time.perf_counter()
-    result = await _predict(backend, gray)
+    result = await _predict(backend, gray, with_prob=True)
     predicted = time.perf_counter()
-    encoded = await offload(lambda: {"mask_b64": png_b64(_mask_png(result)),
-                                     "prob_b64": png_b64(_to_u8(result["prob"])),
-                                     "stats": mask_stats(result["prob"], result["threshold"])})
-    return {"ok": True, **encoded,
+    encoded = await offload(lambda: {"mask_b64": png_b64(result["mask"]), "prob_b64": png_b64(result["prob"])})
+    return {"ok": True, **encoded, "stats": result["stats"],
             "batch_size": result["batch_size"], "model_info": result["model_info"],
             "timings": {"decode_s": decoded - start, "predict_s": predicted - decoded,
                         "infer_s": result["infer_s"], "total_s": time.perf_counter() - start}}
