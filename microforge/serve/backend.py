@@ -35,6 +35,7 @@ T = TypeVar("T")
 RETRIES = 3
 _KEEP_GENERATED = 1000  # newest overlays kept per folder
 JOB_ID = r"^[0-9a-f]{32}$"
+_SELECTION_POLL_S = 10.0
 
 
 class RequestBody(BaseModel):
@@ -86,6 +87,8 @@ class Backend:
     renderer: Any  # DeploymentHandle of CrystalRenderer
     state: Any  # ActorHandle of ServeState
     _newest_segmentation: tuple[float, str | None] = field(default=(0.0, None))
+    _selection: tuple[int, dict[str, Any]] = field(default=(-1, {}))  # (version, selection)
+    _selection_watch: asyncio.Task | None = None
 
     @property
     def data_root(self) -> Path:
@@ -118,14 +121,35 @@ class Backend:
                     raise cause from None
                 raise
 
-    # --- model selection (in the state actor, read on every request: a per-replica cache let
-    # another replica keep using the previous model right after /load_model) ----------------
+    # --- model selection: the state actor holds it; this replica keeps a copy that a long poll
+    # refreshes the moment it changes (see microforge.serve.state) ------------------------------
 
     async def selection(self) -> dict[str, Any]:
-        return await self.state.get_selection.remote()
+        if self._selection_watch is None or self._selection_watch.done():
+            self._selection_watch = asyncio.get_running_loop().create_task(self._watch_selection())
+        if self._selection[0] < 0:  # no copy yet
+            self._apply_selection(*await self.state.wait_selection.remote(-1, 0.0))
+        return dict(self._selection[1])
 
     async def select(self, role: str, model_id: str | None) -> dict[str, Any]:
-        return await self.state.set_selection.remote(role, model_id)
+        version, selection = await self.state.set_selection.remote(role, model_id)
+        self._apply_selection(version, selection)
+        return selection
+
+    def _apply_selection(self, version: int, selection: dict[str, Any]) -> None:
+        # Versions only grow; a reply that overtook a newer one (select vs. the poll) is dropped.
+        if version >= self._selection[0]:
+            self._selection = (version, selection)
+
+    async def _watch_selection(self) -> None:
+        while True:
+            try:
+                version, selection = await self.state.wait_selection.remote(self._selection[0], _SELECTION_POLL_S)
+            except Exception as exc:  # a failed poll must not end the loop
+                log.warning("polling the model selection failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            self._apply_selection(version, selection)
 
     async def detector_id(self, requested: str | None = None) -> str:
         return requested or (await self.selection()).get("detector") or BUILTIN_ID

@@ -7,7 +7,9 @@ clients connected to all of them.
 Live broadcast: the actor keeps a version counter and the last frame. Each ingress replica runs
 one background task that long-polls :meth:`ServeState.wait_live` (an asyncio condition wakes it
 at once when a frame arrives, else it returns after a timeout and polls again) and pushes every
-new version to the WebSocket clients connected to that replica.
+new version to the WebSocket clients connected to that replica. The model selection is
+versioned the same way (:meth:`ServeState.wait_selection`), so each ingress replica keeps a copy
+that a change reaches at once, without a call to this actor on every request.
 
 Jobs are Ray tasks the actor itself submits, so the actor owns them: they outlive the ingress
 replica that asked for them, and cancellation works from any replica.
@@ -38,6 +40,8 @@ class ServeState:
 
     def __init__(self, default_detector: str) -> None:
         self.selection: dict[str, str | None] = {"detector": default_detector, "segmentation": None}
+        self.selection_version = 0
+        self.selection_changed = asyncio.Condition()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.refs: dict[str, ray.ObjectRef] = {}
         self.latest: dict[str, str] = {}
@@ -51,14 +55,22 @@ class ServeState:
 
     # --- model selection ---------------------------------------------------------------------
 
-    async def get_selection(self) -> dict[str, str | None]:
-        return dict(self.selection)
-
-    async def set_selection(self, role: str, model_id: str | None) -> dict[str, str | None]:
+    async def set_selection(self, role: str, model_id: str | None) -> tuple[int, dict[str, str | None]]:
+        """Select the model for ``role``; returns the new ``(version, selection)``."""
         if role not in self.selection:
             raise ValueError(f"unknown role '{role}'")
-        self.selection[role] = model_id
-        return dict(self.selection)
+        async with self.selection_changed:
+            self.selection[role] = model_id
+            self.selection_version += 1
+            self.selection_changed.notify_all()
+        return self.selection_version, dict(self.selection)
+
+    async def wait_selection(self, known: int, timeout_s: float) -> tuple[int, dict[str, str | None]]:
+        """Return ``(version, selection)`` as soon as the version differs from ``known``, or after
+        ``timeout_s``."""
+        async with self.selection_changed:
+            await _wait(self.selection_changed, lambda: self.selection_version != known, timeout_s)
+            return self.selection_version, dict(self.selection)
 
     # --- jobs --------------------------------------------------------------------------------
 
@@ -131,15 +143,20 @@ class ServeState:
     async def wait_live(self, after: int, timeout_s: float) -> tuple[int, dict[str, Any] | None]:
         """Return ``(version, last)`` as soon as the version exceeds ``after``, or after ``timeout_s``."""
         async with self.live_changed:
-            try:
-                await asyncio.wait_for(self.live_changed.wait_for(lambda: self.live_version > after), timeout_s)
-            except asyncio.TimeoutError:
-                pass
+            await _wait(self.live_changed, lambda: self.live_version > after, timeout_s)
             return self.live_version, self.live_last
 
     async def live_snapshot(self, history: int = 100) -> dict[str, Any]:
         items = list(self.live_history)[-history:] if history > 0 else []
         return {"version": self.live_version, "last": self.live_last, "history": items}
+
+
+async def _wait(condition: asyncio.Condition, predicate, timeout_s: float) -> None:
+    """Wait (holding ``condition``) until ``predicate()`` holds or ``timeout_s`` has passed."""
+    try:
+        await asyncio.wait_for(condition.wait_for(predicate), timeout_s)
+    except asyncio.TimeoutError:
+        pass
 
 
 def get_state(name: str, default_detector: str) -> "ray.actor.ActorHandle":
