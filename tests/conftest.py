@@ -5,9 +5,11 @@ import signal
 
 import pytest
 
-# Explicit before anything imports Ray: a stray ~/.ray/auth_token must not switch on token auth.
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from microforge.platform.runtime import apply_default_env
+
+# Before anything imports Ray: the environment microforge gives every Ray it starts (an explicit
+# RAY_AUTH_MODE, so a stray ~/.ray/auth_token cannot switch on token auth; Serve's data path).
+apply_default_env()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The session Ray has no dashboard; keep Ray Train's cleaner off any other Ray's State API.
 os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")

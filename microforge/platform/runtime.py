@@ -15,7 +15,12 @@ log = logging.getLogger(__name__)
 
 # Ray 2.60 turns on token authentication when ~/.ray/auth_token exists and RAY_AUTH_MODE is
 # unset; an embedded Ray must not depend on such a stray file, so the mode is always explicit.
-DEFAULT_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+# Serve's throughput-optimised data path (user code and the router on each replica's own event
+# loop, gRPC between replicas) roughly doubled /predict throughput on a GPU node
+# (benchmarks/serve_load.py); its "direct ingress" part stays off, so that the HTTP proxy binds
+# the host and port the serve config names. Both are read when Ray's workers start.
+DEFAULT_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+               "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 
 
 def apply_default_env() -> None:
