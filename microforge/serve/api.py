@@ -111,20 +111,29 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def install_guards(app: FastAPI, backend: Backend) -> None:
-    """Body-size cap and the optional bearer token on mutating endpoints."""
-    token = backend.config.api_token
-    app.add_middleware(BodyLimit, max_bytes=backend.config.limits.max_request_bytes)
+class BearerToken:
+    """ASGI middleware: mutating requests need ``Authorization: Bearer <token>`` (plain ASGI rather
+    than ``@app.middleware``, whose per-request task and stream cost showed in the ingress' profile)."""
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if token and request.method in MUTATING_METHODS:
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+    def __init__(self, app: Any, token: str) -> None:
+        self.app, self.token = app, token.encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in MUTATING_METHODS:
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode("latin-1"), self.token):
                 response = error(401, "missing or wrong bearer token (Authorization: Bearer <MICROFORGE_API_TOKEN>)")
                 response.headers["WWW-Authenticate"] = "Bearer"
-                return response
-        return await call_next(request)
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def install_guards(app: FastAPI, backend: Backend) -> None:
+    """Body-size cap and the optional bearer token on mutating endpoints."""
+    app.add_middleware(BodyLimit, max_bytes=backend.config.limits.max_request_bytes)
+    if backend.config.api_token:
+        app.add_middleware(BearerToken, token=backend.config.api_token)
 
 
 def create_api(backend: Backend) -> FastAPI:
