@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -18,19 +19,46 @@ def state_dir() -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and a rename,
-    so a reader never sees a half-written file and an interrupted write leaves none behind."""
-    path = Path(path)
+def _temp_copy(path: Path, data: bytes) -> str:
+    """``data`` written to a new temp file beside ``path`` (its directory created); the temp's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and a rename,
+    so a reader never sees a half-written file and an interrupted write leaves none behind."""
+    tmp = _temp_copy(Path(path), data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_new_file(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` under ``path``'s name, or ``<stem>-1<suffix>``, ``-2``, ... if that name is
+    taken, and return the path written. An existing file is never replaced, even by a concurrent
+    writer: the complete file is claimed under its name with a hard link, which fails if the name exists."""
+    path = Path(path)
+    tmp = _temp_copy(path, data)
+    try:
+        for n in itertools.count():
+            candidate = path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+            try:
+                os.link(tmp, candidate)
+                return candidate
+            except FileExistsError:
+                continue
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -1,7 +1,7 @@
 import pytest
 
 from microforge.platform.errors import MicroforgeError
-from microforge.platform.storage import atomic_write_bytes, ensure_writable_dir
+from microforge.platform.storage import atomic_write_bytes, ensure_writable_dir, write_new_file
 
 
 def test_atomic_write_leaves_no_temp_file(tmp_path):
@@ -9,6 +9,20 @@ def test_atomic_write_leaves_no_temp_file(tmp_path):
     atomic_write_bytes(target, b"abc")
     assert target.read_bytes() == b"abc"
     assert sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]
+
+
+def test_write_new_file_never_replaces_a_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = write_new_file(tmp_path / "up" / "a.png", b"first")
+    assert first == tmp_path / "up" / "a.png"
+    with ThreadPoolExecutor(8) as pool:  # writers racing for the same name each get their own
+        paths = list(pool.map(lambda i: write_new_file(tmp_path / "up" / "a.png", b"%d" % i), range(16)))
+    assert len(set(paths)) == 16 and first not in paths
+    assert sorted(p.name for p in paths) == sorted(f"a-{n}.png" for n in range(1, 17))
+    assert first.read_bytes() == b"first"
+    assert sorted(p.read_bytes() for p in paths) == sorted(b"%d" % i for i in range(16))
+    assert sorted(f.name for f in (tmp_path / "up").iterdir()) == sorted(["a.png"] + [p.name for p in paths])
 
 
 def test_ensure_writable_dir_creates_nothing_and_rejects_files(tmp_path):

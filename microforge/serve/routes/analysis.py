@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import Field
 
-from microforge.platform.storage import atomic_write_bytes, atomic_write_text
+from microforge.platform.storage import atomic_write_bytes, atomic_write_text, write_new_file
 
 from ..backend import Backend, RequestBody, get_backend, image_url, offload
 from ..images import (MEDIA_TYPES, OPERATIONS, PreprocPipeline, apply_operation, apply_pipeline, decode_image,
@@ -81,7 +81,8 @@ class CompareBody(InferenceBody):
 
 @router.post("/upload")
 async def upload(file: UploadFile = File(...), backend: Backend = Depends(get_backend)) -> dict[str, Any]:
-    """Store an image under ``uploads/`` (size, dimensions and content checked); returns its name."""
+    """Store an image under ``uploads/`` (size, dimensions and content checked); returns its name,
+    which gets a numbered suffix (``name-1.png``) when an earlier upload holds the name."""
     data = await backend.read_upload(file)
     limits = backend.limits
 
@@ -91,8 +92,9 @@ async def upload(file: UploadFile = File(...), backend: Backend = Depends(get_ba
         return found
 
     width, height, suffix = await offload(validate)
-    name = f"{UPLOADS}/{safe_filename(file.filename, suffix)}"
-    await offload(atomic_write_bytes, backend.data_root / name, data)
+    # A name already taken gets a numbered suffix: an upload never replaces an earlier one.
+    path = await offload(write_new_file, backend.data_root / UPLOADS / safe_filename(file.filename, suffix), data)
+    name = f"{UPLOADS}/{path.name}"
     return {"ok": True, "name": name, "filename": file.filename, "width": width, "height": height,
             "bytes": len(data), "url": image_url(name)}
 
