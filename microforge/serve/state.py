@@ -25,7 +25,16 @@ from typing import Any
 
 import ray
 
+from microforge.platform.errors import MicroforgeError
+
 log = logging.getLogger(__name__)
+
+
+class JobConflict(MicroforgeError):
+    """A job would write a folder that a running job writes (HTTP 409)."""
+
+    status = 409
+
 
 NAMESPACE = "microforge"
 _HISTORY = 500
@@ -76,9 +85,19 @@ class ServeState:
 
     async def start_job(self, job_id: str, kind: str, record: dict[str, Any], task: str,
                         kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Submit ``microforge.serve.jobs.<task>`` with ``kwargs`` and track it as ``job_id``."""
+        """Submit ``microforge.serve.jobs.<task>`` with ``kwargs`` and track it as ``job_id``.
+
+        Raises:
+            JobConflict: a job whose task is still running writes the same folder (``record["out"]``);
+                checked here, in the one actor, so two replicas cannot both start one.
+        """
         from . import jobs
 
+        writing = next((job for job in self.jobs.values()
+                        if job["job_id"] in self.refs and record.get("out") and job.get("out") == record["out"]), None)
+        if writing is not None:
+            raise JobConflict(f"job {writing['job_id']} is still writing '{writing.get('out_dir', '')}'; "
+                              "wait for it or cancel it first")
         remote_fn = getattr(jobs, task)
         ref = remote_fn.remote(**kwargs)
         self.refs[job_id] = ref

@@ -170,6 +170,12 @@ def test_upload_validation(client, serve_app):
     assert body["name"] == "uploads/evil_name.png" and (serve_app.data_root / body["name"]).is_file()
     r = client.get("/get_image", params={"name": body["name"]})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content == png_bytes(image)
+    # The same name again: stored beside the first, which stays as it was.
+    other = np.zeros((20, 30), np.uint8)
+    again = ok(client.post("/upload", files={"file": ("evil name.png", png_bytes(other), "image/png")}))
+    assert again["name"] == "uploads/evil_name-1.png" and again["width"] == 30
+    assert client.get("/get_image", params={"name": again["name"]}).content == png_bytes(other)
+    assert client.get("/get_image", params={"name": body["name"]}).content == png_bytes(image)
     # content is checked, whatever the name says
     fails(client.post("/upload", files={"file": ("fake.png", b"#!/bin/sh\necho hi\n", "image/png")}), 415)
     fails(client.post("/upload", files={"file": ("trunc.png", png_bytes(image)[:-30], "image/png")}), 422)
@@ -389,6 +395,12 @@ def test_synth_batch_cancel(client, serve_app):
     job_id = ok(client.post("/synth_batch", json={"config": config, "n_images": 200, "out_dir": "cancelled-run"}))[
         "job_id"]
     wait_for(lambda: ok(client.get("/synth_batch_status", params={"job_id": job_id}))["done"] >= 1, timeout=120)
+    # A second job into the folder the first is writing is refused (by the state actor, whichever
+    # ingress replica takes it); another folder is fine.
+    for _ in range(3):
+        detail = fails(client.post("/synth_batch", json={"config": config, "n_images": 2, "out_dir": "cancelled-run"}),
+                       409)
+        assert job_id in detail and "cancelled-run" in detail
     body = ok(client.post("/synth_batch_cancel", json={"job_id": job_id}))
     assert body["state"] == "cancelled"
 

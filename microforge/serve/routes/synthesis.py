@@ -186,7 +186,8 @@ async def synth_preview_bulk(body: BulkBody, backend: Backend = Depends(get_back
 
 @router.post("/synth_batch")
 async def synth_batch(body: BatchBody, backend: Backend = Depends(get_backend)) -> dict[str, Any]:
-    """Start rendering a dataset with Ray Data as a background job; poll ``/synth_batch_status``."""
+    """Start rendering a dataset with Ray Data as a background job; poll ``/synth_batch_status``.
+    409 while another job still writes the same ``out_dir``."""
     if body.n_images > backend.limits.max_batch_images:
         raise HTTPException(422, f"n_images {body.n_images} exceeds the limit of {backend.limits.max_batch_images}")
     config = await offload(crystal_config, backend, body.config)
