@@ -144,12 +144,13 @@ def test_image(size: int) -> bytes:
 
 def forward_headroom(models_dir: Path, payload: bytes, batches: list[int], seconds: float = 2.0) -> list[dict]:
     """Images per second of the model's forward pass (``SegmentationNet.predict``, the call both
-    servers make) at each batch size, on the device the servers use, with all of this process's cores."""
-    from microforge.serve.images import decode_image, to_gray_float
+    servers make; the plain server passes float32 images, Serve's ingress uint8 ones, as here) at
+    each batch size, on the device the servers use, with all of this process's cores."""
+    from microforge.serve.images import decode_image, to_gray_u8
     from microforge.serve.models import load_segmentation
 
     net = load_segmentation(models_dir, MODEL_ID)
-    image = to_gray_float(decode_image(payload, max_side=8192, max_pixels=40_000_000))
+    image = to_gray_u8(decode_image(payload, max_side=8192, max_pixels=40_000_000))  # as Serve's replicas get it
     rows = []
     for batch in batches:
         images = [image] * batch
@@ -382,6 +383,7 @@ def time_stages(url: str, payload: bytes, n: int) -> dict:
         for _ in range(n + 3):
             began = time.perf_counter()
             body = client.post("/predict/json", files={"file": ("image.png", payload, "image/png")}).json()
+            assert body.get("ok"), body
             rows.append({**body["timings"], "round_trip_s": time.perf_counter() - began})
     rows = rows[3:]
     return {key: statistics.median(row[key] for row in rows) for key in rows[0]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import errno
 import os
 import shutil
 import tempfile
@@ -46,19 +46,41 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def write_new_file(path: str | Path, data: bytes) -> Path:
     """Write ``data`` under ``path``'s name, or ``<stem>-1<suffix>``, ``-2``, ... if that name is
     taken, and return the path written. An existing file is never replaced, even by a concurrent
-    writer: the complete file is claimed under its name with a hard link, which fails if the name exists."""
+    writer: the complete file is claimed under its name with a hard link, which fails if the name
+    exists. On a file system without hard links (some network and FUSE mounts) the name is claimed
+    by an exclusive create instead, and a reader may then see the file before it is complete."""
     path = Path(path)
     tmp = _temp_copy(path, data)
+    hard_links, n = True, 0
     try:
-        for n in itertools.count():
+        while True:
             candidate = path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}")
             try:
-                os.link(tmp, candidate)
+                if hard_links:
+                    os.link(tmp, candidate)
+                else:
+                    _create_exclusive(candidate, data)
                 return candidate
             except FileExistsError:
-                continue
+                n += 1
+            except OSError as exc:
+                if not hard_links or exc.errno not in _NO_HARD_LINKS:
+                    raise
+                hard_links = False  # the same name again, by exclusive create
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK)
+
+
+def _create_exclusive(path: Path, data: bytes) -> None:
+    with open(path, "xb") as fh:  # FileExistsError if the name is taken
+        try:
+            fh.write(data)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -71,7 +71,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(MicroforgeError)
     async def microforge_error(_: Request, exc: MicroforgeError) -> JSONResponse:
-        return error(status_of(exc), str(exc))
+        # An error an actor raised arrives as Ray's task error, which subclasses the original
+        # class: answer with the original, never with Ray's text (worker pid, IP, traceback).
+        cause = unwrap(exc)
+        return error(status_of(cause), str(cause))
 
     # Starlette answers with this handler, then re-raises so the server logs the traceback.
     @app.exception_handler(Exception)

@@ -127,8 +127,8 @@ class Backend:
     async def selection(self) -> dict[str, Any]:
         if self._selection_watch is None or self._selection_watch.done():
             self._selection_watch = asyncio.get_running_loop().create_task(self._watch_selection())
-        if self._selection[0] < 0:  # no copy yet
-            self._apply_selection(*await self.state.wait_selection.remote(-1, 0.0))
+        if self._selection[0] < 0:  # no copy yet, or the poll failed: ask (503 if the actor is gone)
+            self._apply_selection(*await self.call(self.state.wait_selection, -1, 0.0))
         return dict(self._selection[1])
 
     async def select(self, role: str, model_id: str | None) -> dict[str, Any]:
@@ -147,6 +147,7 @@ class Backend:
                 version, selection = await self.state.wait_selection.remote(self._selection[0], _SELECTION_POLL_S)
             except Exception as exc:  # a failed poll must not end the loop
                 log.warning("polling the model selection failed (%s); retrying", type(exc).__name__)
+                self._selection = (-1, {})  # requests meanwhile ask the actor themselves
                 await asyncio.sleep(1.0)
                 continue
             self._apply_selection(version, selection)

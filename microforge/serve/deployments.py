@@ -42,7 +42,8 @@ class _ModelCache:
 
 @serve.deployment
 class SegmentationModel:
-    """U-Net probability maps with dynamic batching: concurrent requests share one forward pass."""
+    """U-Net masks (and probability maps) with dynamic batching: concurrent requests share a
+    forward pass (one per image shape)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.models_dir = settings["models_dir"]

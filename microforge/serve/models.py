@@ -151,21 +151,25 @@ class SegmentationNet:
         value range the trainer's preprocessing records) or uint8, which is scaled by 1/255 on the
         device.
 
-        Images of the same shape and type run as one batch; each is edge-padded to the network's
-        size multiple and the output cropped back.
+        Images of the same shape run as one batch; each is edge-padded to the network's size
+        multiple and the output cropped back.
         """
         import torch
 
         multiple = int(getattr(self.module, "size_multiple", 1))
         out: list[np.ndarray | None] = [None] * len(images)
-        groups: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+        by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
-            groups.setdefault((image.shape, image.dtype == np.uint8), []).append(i)
-        for ((h, w), is_u8), indices in groups.items():
+            by_shape.setdefault(image.shape, []).append(i)
+        for (h, w), indices in by_shape.items():
             ph, pw = -h % multiple, -w % multiple
-            batch = np.stack([np.pad(images[i], ((0, ph), (0, pw)), mode="edge") for i in indices])
+            group = [images[i] for i in indices]
+            all_u8 = all(image.dtype == np.uint8 for image in group)
+            if not all_u8:  # a mixed batch is scaled here; an all-uint8 one on the device
+                group = [image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image for image in group]
+            batch = np.stack([np.pad(image, ((0, ph), (0, pw)), mode="edge") for image in group])
             x = torch.from_numpy(batch).unsqueeze(1).to(self.device)
-            x = x.float() / 255.0 if is_u8 else x.float()
+            x = x.float() / 255.0 if all_u8 else x.float()
             with torch.inference_mode():
                 probs = torch.sigmoid(self.module(x))[:, 0, :h, :w].cpu().numpy()
             for i, prob in zip(indices, probs):
@@ -176,7 +180,7 @@ class SegmentationNet:
 def segmentation_outputs(prob: np.ndarray, threshold: float, with_prob: bool) -> dict[str, Any]:
     """What a prediction returns to the ingress: the binary mask (uint8 0/255), the probability
     map quantised to uint8 if asked (what its PNG shows anyway), and statistics from the full
-    float map. Small arrays: they travel inline in Ray's reply rather than through the object store."""
+    float map: a quarter of the bytes of the float map, and the map only when a route needs it."""
     mask = prob >= threshold
     return {"mask": mask.astype(np.uint8) * 255,
             "prob": np.clip(np.round(prob * 255.0), 0, 255).astype(np.uint8) if with_prob else None,

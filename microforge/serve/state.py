@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from pathlib import PurePath
 from typing import Any
 
 import ray
@@ -75,10 +76,9 @@ class ServeState:
         return self.selection_version, dict(self.selection)
 
     async def wait_selection(self, known: int, timeout_s: float) -> tuple[int, dict[str, str | None]]:
-        """Return ``(version, selection)`` as soon as the version differs from ``known``, or after
-        ``timeout_s``."""
+        """Return ``(version, selection)`` as soon as the version exceeds ``known``, or after ``timeout_s``."""
         async with self.selection_changed:
-            await _wait(self.selection_changed, lambda: self.selection_version != known, timeout_s)
+            await _wait(self.selection_changed, lambda: self.selection_version > known, timeout_s)
             return self.selection_version, dict(self.selection)
 
     # --- jobs --------------------------------------------------------------------------------
@@ -94,10 +94,10 @@ class ServeState:
         from . import jobs
 
         writing = next((job for job in self.jobs.values()
-                        if job["job_id"] in self.refs and record.get("out") and job.get("out") == record["out"]), None)
+                        if job["job_id"] in self.refs and _overlap(job.get("out"), record.get("out"))), None)
         if writing is not None:
-            raise JobConflict(f"job {writing['job_id']} is still writing '{writing.get('out_dir', '')}'; "
-                              "wait for it or cancel it first")
+            raise JobConflict(f"job {writing['job_id']} ({writing['state']}) is still writing "
+                              f"'{writing.get('out_dir', '')}'; wait until it has stopped")
         remote_fn = getattr(jobs, task)
         ref = remote_fn.remote(**kwargs)
         self.refs[job_id] = ref
@@ -168,6 +168,14 @@ class ServeState:
     async def live_snapshot(self, history: int = 100) -> dict[str, Any]:
         items = list(self.live_history)[-history:] if history > 0 else []
         return {"version": self.live_version, "last": self.live_last, "history": items}
+
+
+def _overlap(a: str | None, b: str | None) -> bool:
+    """Whether two output folders are the same or one holds the other."""
+    if not a or not b:
+        return False
+    a_path, b_path = PurePath(a), PurePath(b)
+    return a_path == b_path or a_path in b_path.parents or b_path in a_path.parents
 
 
 async def _wait(condition: asyncio.Condition, predicate, timeout_s: float) -> None:

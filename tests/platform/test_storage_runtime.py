@@ -25,6 +25,20 @@ def test_write_new_file_never_replaces_a_file(tmp_path):
     assert sorted(f.name for f in (tmp_path / "up").iterdir()) == sorted(["a.png"] + [p.name for p in paths])
 
 
+def test_write_new_file_without_hard_links(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def no_links(*_):
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    write_new_file(tmp_path / "a.png", b"first")
+    monkeypatch.setattr(os, "link", no_links)
+    assert write_new_file(tmp_path / "a.png", b"second") == tmp_path / "a-1.png"
+    assert (tmp_path / "a.png").read_bytes() == b"first" and (tmp_path / "a-1.png").read_bytes() == b"second"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a-1.png", "a.png"]  # no temp file left
+
+
 def test_ensure_writable_dir_creates_nothing_and_rejects_files(tmp_path):
     assert ensure_writable_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
     assert not (tmp_path / "a").exists()

@@ -193,3 +193,24 @@ def test_preprocessing_pipeline():
     assert apply_pipeline(image[..., 0], full).shape == (40, 60, 3)
     with pytest.raises(ConfigError):
         PreprocPipeline.load({"clahe_tile_grid": 65})
+
+
+def test_segmentation_net_scales_uint8_like_float_even_in_mixed_batches():
+    import torch
+
+    from microforge.serve.models import SegmentationNet
+    from microforge.trainers.unet import unet_from_preset
+
+    torch.manual_seed(0)
+    net = SegmentationNet("tiny", unet_from_preset("tiny").eval(), {"threshold": 0.0}, {})
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (40, 52), dtype=np.uint8)  # padded to the size multiple and cropped back
+    as_float = u8.astype(np.float32) / 255.0
+    other = rng.random((40, 52), dtype=np.float32)
+    alone = net.predict([as_float])[0]
+    assert alone.shape == (40, 52) and alone.dtype == np.float32
+    np.testing.assert_allclose(net.predict([u8])[0], alone, atol=1e-5)
+    mixed = net.predict([u8, other, as_float])  # one batch: uint8 and float images together
+    np.testing.assert_allclose(mixed[0], alone, atol=1e-5)
+    np.testing.assert_allclose(mixed[2], alone, atol=1e-5)
+    np.testing.assert_allclose(mixed[1], net.predict([other])[0], atol=1e-5)
