@@ -124,3 +124,26 @@ def test_inference_upload_shows_overlay_and_stats(page, tmp_path):
       return bars;
     }""")
     assert hist > 0
+
+
+def test_mask_and_heatmap_layers_recolour_a_segmentation_output(page):
+    """The layers the Inference tab lays over a U-Net's input: the probability map as a heat
+    colormap (alpha grows with the value) and the mask as a translucent colour (clear background)."""
+    pixels = page.evaluate("""async () => {
+      const src = document.createElement('canvas');
+      src.width = 2; src.height = 1;
+      const sctx = src.getContext('2d');
+      const gray = sctx.createImageData(2, 1);
+      gray.data.set([0, 0, 0, 255, 255, 255, 255, 255]);  // black, white
+      sctx.putImageData(gray, 0, 0);
+      const image = new Image();
+      await new Promise(resolve => { image.onload = resolve; image.src = src.toDataURL('image/png'); });
+      const read = c => Array.from(c.getContext('2d').getImageData(0, 0, 2, 1).data);
+      return {heat: read(heatmapCanvas(image)), mask: read(maskCanvas(image, [10, 20, 30]))};
+    }""")
+    heat, mask = pixels["heat"], pixels["mask"]
+    assert heat[3] == 40 and heat[7] == 230  # alpha follows the value
+    assert all(v >= 253 for v in heat[4:7]), heat  # 1.0 is white
+    assert mask[3] == 0 and mask[7] == 110  # background clear, foreground translucent
+    # (a canvas stores premultiplied alpha: translucent colours read back within a unit or two)
+    assert all(abs(got - want) <= 2 for got, want in zip(mask[4:7], [10, 20, 30])), mask

@@ -119,37 +119,34 @@ function loadImage(src) {
   });
 }
 
-/** A gray image (0-255) recoloured with a heat colormap whose alpha follows the value. */
-function heatmapCanvas(image) {
+/** The image drawn on a canvas whose RGBA pixels ``paint(px, i)`` rewrites in place. */
+function repaintedCanvas(image, paint) {
   const canvas = el("canvas", { width: image.naturalWidth, height: image.naturalHeight });
   const ctx = canvas.getContext("2d");
   ctx.drawImage(image, 0, 0);
   const data = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  const px = data.data;
-  for (let i = 0; i < px.length; i += 4) {
+  for (let i = 0; i < data.data.length; i += 4) paint(data.data, i);
+  ctx.putImageData(data, 0, 0);
+  return canvas;
+}
+
+/** A gray image (0-255) recoloured with a heat colormap whose alpha follows the value. */
+function heatmapCanvas(image) {
+  return repaintedCanvas(image, (px, i) => {
     const t = px[i] / 255;  // black -> red -> yellow -> white
     px[i] = Math.min(255, 765 * t);
     px[i + 1] = Math.min(255, Math.max(0, 765 * t - 255));
     px[i + 2] = Math.min(255, Math.max(0, 765 * t - 510));
     px[i + 3] = 40 + 190 * t;
-  }
-  ctx.putImageData(data, 0, 0);
-  return canvas;
+  });
 }
 
 /** A binary mask (white = foreground) as a translucent colour layer. */
 function maskCanvas(image, rgb = [60, 200, 255]) {
-  const canvas = el("canvas", { width: image.naturalWidth, height: image.naturalHeight });
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(image, 0, 0);
-  const data = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  const px = data.data;
-  for (let i = 0; i < px.length; i += 4) {
+  return repaintedCanvas(image, (px, i) => {
     const on = px[i] > 127;
     px[i] = rgb[0]; px[i + 1] = rgb[1]; px[i + 2] = rgb[2]; px[i + 3] = on ? 110 : 0;
-  }
-  ctx.putImageData(data, 0, 0);
-  return canvas;
+  });
 }
 
 // --- zoomable image viewer -----------------------------------------------------------------------
