@@ -58,7 +58,11 @@ def add_address_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # reads the workload registry, which plugins can break
+    except MicroforgeError as exc:
+        print(f"microforge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:

@@ -1,10 +1,11 @@
 """Stored batch-size recommendations, applied by ``microforge train`` when no batch size is given.
 
 ``<state dir>/batch_size_recommendations.json`` holds one record per (device, device memory,
-trainer, preset, resolution, precision): the device is the GPU's name or ``"cpu"``, the device
-memory the GPU's total memory or, on CPUs, the memory budget of the search. A new search replaces
-the records it measured and keeps the others. The batch applied is the one with the best samples/s
-(``best_batch``), which never exceeds the largest that fits (``max_batch``).
+workload, preset, resolution, precision): the device is the GPU's name or ``"cpu"``, the device
+memory the GPU's total memory or, on CPUs, the memory budget of the search; the workload is its
+canonical name and the precision Lightning's name (:mod:`microforge.platform.precision`). A new
+search replaces the records it measured and keeps the others. The batch applied is the one with
+the best samples/s (``best_batch``), which never exceeds the largest that fits (``max_batch``).
 
 This module imports neither torch nor Ray at module level: the train command reads it cheaply.
 """
@@ -17,20 +18,11 @@ import os
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-from microforge.platform.errors import MicroforgeError
+from microforge.platform.errors import ConfigError, MicroforgeError
+from microforge.platform.precision import resolve_precision
 from microforge.platform.storage import atomic_write_text, state_dir
-
-if TYPE_CHECKING:
-    from microforge.tune.batch_search import BatchSizeReport  # type hints only
-
-# Accepted spellings -> Lightning precision names (what recommendations are keyed by).
-PRECISIONS = {
-    "fp32": "32-true", "32": "32-true", "32-true": "32-true",
-    "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed",
-    "fp16": "16-mixed", "16": "16-mixed", "16-mixed": "16-mixed",
-}
 
 __all__ = [
     "RECOMMENDATIONS_FILE",
@@ -38,7 +30,6 @@ __all__ = [
     "find_recommendation",
     "load_recommendations",
     "local_device",
-    "recommendations_from_report",
     "recommendations_path",
     "recommended_batch_size",
     "save_recommendations",
@@ -60,7 +51,7 @@ class RecommendationError(MicroforgeError):
 class Recommendation:
     """One measured batch size (see the module doc for the key)."""
 
-    trainer: str
+    workload: str
     preset: str
     resolution: int
     precision: str
@@ -75,7 +66,7 @@ class Recommendation:
     measured: str = ""
 
     def key(self) -> tuple:
-        return (self.device, self.device_memory_bytes, self.trainer, self.preset, self.resolution, self.precision)
+        return (self.device, self.device_memory_bytes, self.workload, self.preset, self.resolution, self.precision)
 
     def describe_device(self) -> str:
         memory = f"{self.device_memory_bytes / 2**30:.1f} GiB"
@@ -100,7 +91,8 @@ def load_recommendations(path: str | Path | None = None) -> list[Recommendation]
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
         names = {f.name for f in fields(Recommendation)}
-        return [Recommendation(**{k: v for k, v in record.items() if k in names}) for record in data["recommendations"]]
+        return [Recommendation(**{k: v for k, v in _upgrade(record).items() if k in names})
+                for record in data["recommendations"]]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RecommendationError(f"{path} is not a batch-size recommendations file ({exc}); "
                                   "delete it to start afresh") from None
@@ -123,17 +115,9 @@ def save_recommendations(new: Iterable[Recommendation], path: str | Path | None 
     return path
 
 
-def recommendations_from_report(report: "BatchSizeReport") -> list[Recommendation]:
-    """One record per preset a :class:`~microforge.tune.batch_search.BatchSizeReport` searched successfully."""
-    if report.device_memory_bytes is None:
-        return []
-    return [Recommendation(trainer=report.trainer, preset=preset, resolution=report.resolution,
-                           precision=report.precision, device=report.device,
-                           device_memory_bytes=int(report.device_memory_bytes), max_batch=result.max_batch,
-                           best_batch=result.best_batch, samples_per_s=float(result.best.samples_per_s or 0.0),
-                           step_time_s=float(result.best.step_time_s or 0.0),
-                           peak_memory_bytes=result.best.peak_memory_bytes, capped=result.capped)
-            for preset, result in report.results.items()]
+def _upgrade(record: dict) -> dict:
+    """Records written before workloads named the workload ``trainer``."""
+    return {"workload": record["trainer"], **record} if "trainer" in record else record
 
 
 def physical_memory_bytes() -> int:
@@ -155,7 +139,7 @@ def local_device(use_gpu: bool) -> tuple[str, int] | None:
     return torch.cuda.get_device_name(0), int(torch.cuda.get_device_properties(0).total_memory)
 
 
-def find_recommendation(trainer: str, preset: str, resolution: int, precision: str, *, device: str,
+def find_recommendation(workload: str, preset: str, resolution: int, precision: str, *, device: str,
                         device_memory_bytes: int, path: str | Path | None = None) -> Recommendation | None:
     """The stored recommendation for this key, or None.
 
@@ -163,8 +147,8 @@ def find_recommendation(trainer: str, preset: str, resolution: int, precision: s
     the machine's memory and the record with the largest budget that fits in it is chosen.
     """
     candidates = [r for r in load_recommendations(path)
-                  if (r.trainer, r.preset, r.resolution, r.precision, r.device) ==
-                  (trainer, preset, resolution, precision, device)]
+                  if (r.workload, r.preset, r.resolution, r.precision, r.device) ==
+                  (workload, preset, resolution, precision, device)]
     if device == "cpu":
         fitting = [r for r in candidates if r.device_memory_bytes <= device_memory_bytes]
         return max(fitting, key=lambda r: r.device_memory_bytes, default=None)
@@ -173,18 +157,7 @@ def find_recommendation(trainer: str, preset: str, resolution: int, precision: s
                 None)
 
 
-def resolve_training_precision(precision: str, use_gpu: bool) -> str:
-    """The precision a training run will use (``auto`` resolved as the launcher does)."""
-    if precision != "auto":
-        return PRECISIONS.get(precision.strip().lower(), precision)  # others (64-true) match no record
-    if not use_gpu:
-        return "32-true"
-    import torch
-
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
-
-
-def recommended_batch_size(trainer: str, preset: str, resolution: int, precision: str, *,
+def recommended_batch_size(workload: str, preset: str, resolution: int, precision: str, *,
                            use_gpu: bool) -> Recommendation | None:
     """The recommendation for a training run on this machine's device, or None.
 
@@ -196,5 +169,8 @@ def recommended_batch_size(trainer: str, preset: str, resolution: int, precision
         log.info("no local GPU to match batch-size recommendations against")
         return None
     device, memory = found
-    return find_recommendation(trainer, preset, resolution, resolve_training_precision(precision, use_gpu),
-                               device=device, device_memory_bytes=memory)
+    try:
+        precision = resolve_precision(precision, use_gpu)
+    except ConfigError:
+        return None  # a spelling no search stores matches no record
+    return find_recommendation(workload, preset, resolution, precision, device=device, device_memory_bytes=memory)

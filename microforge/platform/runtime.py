@@ -13,6 +13,10 @@ from typing import Iterator
 
 log = logging.getLogger(__name__)
 
+# CPUs kept free for the Ray Data tasks that render or read training data: if training workers
+# (or Tune trials) held every CPU, no render task could start and the first batch would never come.
+DATA_CPU_RESERVE = 1.0
+
 # Ray 2.60 turns on token authentication when ~/.ray/auth_token exists and RAY_AUTH_MODE is
 # unset; an embedded Ray must not depend on such a stray file, so the mode is always explicit.
 # Serve's throughput-optimised data path (user code and the router on each replica's own event
@@ -64,3 +68,44 @@ def ray_runtime(
         yield
     finally:
         ray.shutdown()
+
+
+def cpus_left_for_training(cluster_cpus: float) -> float:
+    """The cluster's CPUs less :data:`DATA_CPU_RESERVE` (the one CPU-reserve rule of training
+    workers and Tune trials)."""
+    return cluster_cpus - DATA_CPU_RESERVE
+
+
+def release_orphaned_placement_groups() -> int:
+    """Remove this job's placement groups whose creator actor is dead; returns how many.
+
+    Works around Ray 2.60 leaving the placement group of a Ray Train controller reserved after
+    the controller died with its Tune trial (a trial stopped by the scheduler, or an interrupted
+    search): Ray Train's own cleaner finds dead controllers through the State API, which needs
+    the dashboard and one Ray per machine, so without them the reserved CPUs/GPUs would starve
+    the next trials until the driver exits. The public ``placement_group_table`` omits the
+    creator, so this reads Ray's internal GCS table; any failure is logged and ignored, leaving
+    the groups to Ray's own cleanup.
+    """
+    try:
+        import ray
+        from ray._private.state import state
+        from ray.core.generated import gcs_pb2
+        from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+        job_id = ray.get_runtime_context().get_job_id()
+        removed = 0
+        for raw in state._connect_and_get_accessor().get_placement_group_table():
+            data = gcs_pb2.PlacementGroupTableData.FromString(raw)
+            creator = data.creator_actor_id  # empty or nil for the driver's own (Tune's trial) groups
+            created_by_actor = len(creator) == ray.ActorID.size() and not ray.ActorID(creator).is_nil()
+            if (data.state == gcs_pb2.PlacementGroupTableData.CREATED and created_by_actor and data.creator_actor_dead
+                    and not data.is_detached and data.creator_job_id.hex() == job_id):
+                remove_placement_group(PlacementGroup(ray.PlacementGroupID(data.placement_group_id)))
+                removed += 1
+        if removed:
+            log.info("released %d placement group(s) of stopped trials", removed)
+        return removed
+    except Exception as exc:  # an internal API: never let it break a search
+        log.debug("cannot release orphaned placement groups: %s", exc)
+        return 0
