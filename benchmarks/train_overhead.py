@@ -129,13 +129,12 @@ def launcher_run(args: argparse.Namespace, workers: int, streamed: bool, runs_di
 
     import ray
 
-    from microforge.trainers.launcher import Scaling, launch, plan_worker_cpus
-    from microforge.trainers.unet.lightning import unet_job
+    from microforge.trainers import Scaling, get_workload, launch, plan_worker_cpus
 
     samples = args.steps * args.batch_size * workers
-    job = unet_job(epochs=1, runs_dir=runs_dir, preset=args.preset, size=args.size, train_samples=samples,
-                   val_samples=0, batch_size=args.batch_size, workers=workers, early_stopping=None,
-                   gpus_per_worker=1.0 if args.gpu else 0.0)
+    job = get_workload("delineation").job(
+        {"preset": args.preset, "image_size": args.size, "train_samples": samples, "val_samples": 0}, epochs=1,
+        runs_dir=runs_dir, batch_size=args.batch_size, scaling=Scaling.from_gpus(workers, 1.0 if args.gpu else 0.0))
     job = replace(job, module=TIMED_MODULE, module_config={**job.module_config, "warmup_steps": args.warmup})
     if not streamed:
         job = replace(job, data=PrerenderedBlobs(args.size, samples))
@@ -159,7 +158,7 @@ def main() -> None:
     import ray
 
     from microforge.platform.runtime import ray_runtime
-    from microforge.trainers.launcher import Scaling, plan_worker_cpus
+    from microforge.trainers import Scaling, plan_worker_cpus
 
     rows = []
     with ray_runtime(num_cpus=args.cpus), tempfile.TemporaryDirectory() as runs_dir:

@@ -101,10 +101,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from microforge.platform.runtime import ray_runtime
-    from microforge.trainers.launcher import launch
+    from microforge.trainers import Scaling, get_workload, launch
     from microforge.trainers.metrics import dice_score
     from microforge.trainers.unet.evaluate import evaluate_unet, summarise_by_snr, write_report
-    from microforge.trainers.unet.lightning import unet_job
 
     budget = args.minutes * 60
     step = seconds_per_step(args.preset, args.size, args.batch_size, args.gpus_per_worker > 0)
@@ -114,10 +113,12 @@ def main() -> None:
     print(f"calibration: {step:.3f} s/step, ~{epoch_seconds:.1f} s/epoch -> {epochs} epochs in {args.minutes:g} min")
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="unet-quality-"))
-    job = unet_job(epochs=epochs, runs_dir=out / "runs", preset=args.preset, size=args.size,
-                   train_samples=args.train_samples, val_samples=args.val_samples, batch_size=args.batch_size,
-                   workers=args.workers, gpus_per_worker=args.gpus_per_worker, module_options={"lr": args.lr},
-                   trainer_options={"max_time": {"seconds": max(60.0, budget - LAUNCH_SECONDS / 2)}})
+    job = get_workload("delineation").job(
+        {"preset": args.preset, "image_size": args.size, "train_samples": args.train_samples,
+         "val_samples": args.val_samples, "lr": args.lr},
+        epochs=epochs, runs_dir=out / "runs", batch_size=args.batch_size,
+        scaling=Scaling.from_gpus(args.workers, args.gpus_per_worker),
+        trainer_options={"max_time": {"seconds": max(60.0, budget - LAUNCH_SECONDS / 2)}})
     with ray_runtime(args.address):
         started = time.perf_counter()
         result = launch(job)

@@ -57,16 +57,14 @@ def _synth_crystals(args: argparse.Namespace) -> int:
 
 
 def _data_info(args: argparse.Namespace) -> int:
-    from ..platform.errors import DatasetError
-    from .writer import read_manifest
+    from .manifest import column_kinds, read_manifest, split_counts
 
-    info_path = Path(args.path) / "dataset.json"
-    if not info_path.is_file():
-        raise DatasetError(f"{args.path} has no dataset.json (not a microforge dataset)")
-    info = json.loads(info_path.read_text())
-    rows = read_manifest(args.path)
+    table = read_manifest(args.path, require_complete=False)  # validates dataset.json and the manifest
+    info = json.loads((Path(args.path) / "dataset.json").read_text())
     print(f"dataset: {Path(args.path).absolute()}")
-    print(f"kind: {info['kind']}  status: {info['status']}  seed: {info['seed']}  "
-          f"renderer: v{info['renderer_version']}  config hash: {info['config_hash'][:12]}")
-    print(f"samples: {len(rows)}  counts: {json.dumps(info.get('counts', {}), sort_keys=True)}")
+    print(f"kind: {info.get('kind', '?')}  status: {info.get('status', '?')}  seed: {info.get('seed', '?')}  "
+          f"renderer: v{info.get('renderer_version', '?')}  config hash: {info.get('config_hash', '?')[:12]}")
+    print(f"samples: {table.num_rows}  counts: {json.dumps(info.get('counts', {}), sort_keys=True)}")
+    print("splits: " + ", ".join(f"{split} {n}" for split, n in split_counts(table).items()))
+    print("columns: " + ", ".join(f"{name} ({kind})" for name, kind in column_kinds(table).items()))
     return 0

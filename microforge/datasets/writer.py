@@ -297,13 +297,3 @@ def _finish(kind: DatasetKind, out: Path, record: dict[str, Any], rows: list[dic
     record = {**record, "status": "complete", "counts": counts}
     atomic_write_text(out / "dataset.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     return counts
-
-
-def read_manifest(out: str | Path) -> list[dict[str, Any]]:
-    """The manifest rows of a complete dataset, sorted by index."""
-    import pyarrow.parquet as pq
-
-    path = Path(out) / "manifest.parquet"
-    if not path.is_file():
-        raise DatasetError(f"{out} has no manifest.parquet (not a complete microforge dataset)")
-    return pq.read_table(path).to_pylist()

@@ -1,55 +1,40 @@
-"""Trainers: Lightning modules per workload, run by one generic Ray Train launcher.
+"""Trainers: workloads (Lightning modules and their specs) run by one generic Ray Train launcher.
 
 Importing this package is cheap (no torch, Lightning or Ray); workloads live in subpackages
-(``microforge.trainers.unet``) and are found through :mod:`microforge.trainers.registry`.
+(``microforge.trainers.unet``) and are found through :mod:`microforge.trainers.workload`.
 """
 
 from .data import EpochBatches, EpochContext, SyntheticData, TrainingData, synthetic_dataset
-from .launcher import (
-    EarlyStopping,
-    ModelExport,
-    RunError,
-    Scaling,
-    TrainingJob,
-    TrainingResult,
-    find_run,
-    latest_checkpoint,
-    launch,
-    load_job,
-    plan_worker_cpus,
-    read_run,
-)
-from .registry import (
-    build_model,
-    load_model,
-    register_model,
-    register_training_module,
-    resolve_model,
-    resolve_training_module,
-)
+from .job import EarlyStopping, Scaling, TrainingJob, plan_worker_cpus
+from .launcher import launch
+from .registry import LoadedArtifact, load_artifact, load_model
+from .runs import RunError, TrainingResult, find_run, latest_checkpoint, load_job, read_run
+from .workload import Cadence, RunPlan, Workload, get_workload, register_workload, workloads
 
 __all__ = [
+    "Cadence",
     "EarlyStopping",
     "EpochBatches",
     "EpochContext",
-    "ModelExport",
+    "LoadedArtifact",
     "RunError",
+    "RunPlan",
     "Scaling",
     "SyntheticData",
     "TrainingData",
     "TrainingJob",
     "TrainingResult",
-    "build_model",
+    "Workload",
     "find_run",
+    "get_workload",
     "latest_checkpoint",
     "launch",
+    "load_artifact",
     "load_job",
     "load_model",
     "plan_worker_cpus",
     "read_run",
-    "register_model",
-    "register_training_module",
-    "resolve_model",
-    "resolve_training_module",
+    "register_workload",
     "synthetic_dataset",
+    "workloads",
 ]

@@ -29,12 +29,12 @@ validation uses ``[0, val_samples)``; epoch ``e`` of training uses
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 from microforge.platform.errors import ConfigError
+from microforge.platform.imports import import_object
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,7 +45,6 @@ __all__ = [
     "EpochContext",
     "SyntheticData",
     "TrainingData",
-    "import_callable",
     "rank_indices",
     "synthetic_dataset",
 ]
@@ -80,21 +79,6 @@ class TrainingData(Protocol):
         """Rows each worker reads per epoch, or None when unknown (then no epoch length)."""
 
 
-def import_callable(path: str) -> Callable[..., Any]:
-    """Import ``"package.module:function"``.
-
-    Raises:
-        ConfigError: malformed path, missing module or attribute.
-    """
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"'{path}' is not of the form 'package.module:function'")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ModuleNotFoundError, AttributeError) as exc:
-        raise ConfigError(f"cannot import '{path}': {exc}") from None
-
-
 def rank_indices(n: int, rank: int, world_size: int) -> range:
     """Positions ``rank, rank + W, ...`` below ``W * (n // W)``: equal shares, the remainder dropped."""
     if world_size < 1 or not 0 <= rank < world_size:
@@ -115,7 +99,7 @@ def _render_rows(
     # Runs in a Ray Data task: the row id becomes the sample index, so a sample never depends on
     # how rows were grouped into blocks or tasks.
     indices = (start + stride * batch["id"]).tolist()
-    return import_callable(renderer)(config, seed, indices, **kwargs)
+    return import_object(renderer, "renderer")(config, seed, indices, **kwargs)
 
 
 def synthetic_dataset(
@@ -209,7 +193,7 @@ class SyntheticData:
 
     def train_kwargs(self, epoch: int, total_epochs: int) -> dict[str, Any]:
         """Renderer keyword arguments of training epoch ``epoch`` (from ``schedule``)."""
-        return dict(import_callable(self.schedule)(epoch, total_epochs)) if self.schedule else {}
+        return dict(import_object(self.schedule, "schedule")(epoch, total_epochs)) if self.schedule else {}
 
     def epoch_dataset(self, split: str, ctx: EpochContext) -> "ray.data.Dataset":
         if split != "train":

@@ -1,137 +1,122 @@
-"""Name -> class lookups for training modules and models, and the artifact loader.
+"""Rebuild an artifact's components: ``load_artifact(dir)`` from the directory alone.
 
-Entries are ``"package.module:Attribute"`` strings imported on first use, so importing the
-registry stays cheap and a Ray worker only imports the workload it trains. A name that itself
-contains ``":"`` is taken as such an import path, which lets users (and tests) train their own
-LightningModule without registering it.
+Each component's class is an import path recorded in ``model.json`` (format 1 artifacts name a
+class by a short name, which the workload that wrote it maps through ``legacy_names``). Only
+``torch.nn.Module`` subclasses are built, from their JSON config: an artifact can name which
+installed class to build, never run code of its own.
 """
 
 from __future__ import annotations
 
-import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from microforge.platform.artifact import ArtifactError, ModelCard, read_artifact
-from microforge.platform.config import suggest
+from microforge.platform.artifact import ArtifactCard, ArtifactError, read_artifact
 from microforge.platform.errors import ConfigError
+from microforge.platform.imports import import_object
+from microforge.platform.transforms import Transform, transform_from_spec
+
+from .workload import legacy_owner
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = [
-    "MODELS",
-    "TRAINING_MODULES",
-    "build_model",
-    "load_model",
-    "register_model",
-    "register_training_module",
-    "resolve_model",
-    "resolve_training_module",
-]
-
-# LightningModule classes the launcher can train, by the name used in a TrainingJob.
-TRAINING_MODULES: dict[str, str] = {
-    "unet": "microforge.trainers.unet.lightning:UNetModule",
-}
-
-# nn.Module classes an artifact can name in ``architecture.name``; rebuilt as ``cls(**config)``.
-MODELS: dict[str, str] = {
-    "attention_unet": "microforge.trainers.unet.model:AttentionUNet",
-}
+__all__ = ["LoadedArtifact", "load_artifact", "load_model", "resolve_component_class"]
 
 
-def _import_target(target: str, what: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"{what} '{target}' is not of the form 'package.module:Attribute'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise ConfigError(f"{what} '{target}': module '{module_name}' cannot be imported") from None
-        raise
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"{what} '{target}': '{module_name}' has no attribute '{attr}'") from None
+@dataclass(frozen=True)
+class LoadedArtifact:
+    """An artifact's card, its transform and its components (eval mode, on the CPU)."""
+
+    card: ArtifactCard
+    components: dict[str, "nn.Module"]
+    transform: Transform
+    workload: str | None
+    task: str | None
+
+    def __getitem__(self, name: str) -> "nn.Module":
+        try:
+            return self.components[name]
+        except KeyError:
+            raise ArtifactError(f"the artifact has no component '{name}' (it has {', '.join(self.components)})") \
+                from None
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.card.preprocessing
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.card.metrics
 
 
-def _resolve(table: dict[str, str], name: str, what: str) -> Any:
-    if ":" in name:
-        return _import_target(name, what)
-    if name not in table:
-        raise ConfigError(f"unknown {what} '{name}'{suggest(name, list(table))}; valid: {', '.join(sorted(table))}")
-    return _import_target(table[name], what)
-
-
-def _register(table: dict[str, str], name: str, target: str, what: str) -> None:
-    if ":" in name or not name:
-        raise ConfigError(f"{what} name '{name}' must be non-empty and contain no ':'")
-    if table.get(name, target) != target:
-        raise ConfigError(f"{what} '{name}' is already registered as {table[name]}")
-    table[name] = target
-
-
-def register_training_module(name: str, target: str) -> None:
-    """Register a LightningModule under ``name`` as ``"package.module:Class"``.
-
-    Workers resolve names in their own process, so register at import time of a module that
-    workers import too (or pass the import path itself as the name).
+def resolve_component_class(cls_name: str) -> type:
+    """The ``nn.Module`` class an artifact names (an import path, or a format-1 short name).
 
     Raises:
-        ConfigError: ``name`` is taken by another target or contains ``":"``.
+        ArtifactError: the name does not resolve, or not to an ``nn.Module`` subclass.
     """
-    _register(TRAINING_MODULES, name, target, "training module")
+    import torch
 
-
-def register_model(name: str, target: str) -> None:
-    """Register an ``nn.Module`` class that artifacts may name (see :func:`register_training_module`)."""
-    _register(MODELS, name, target, "model")
-
-
-def resolve_training_module(name: str) -> type:
-    """The LightningModule class registered as ``name`` (or at import path ``name``).
-
-    Raises:
-        ConfigError: unknown name (with a did-you-mean) or an import path that does not resolve.
-    """
-    return _resolve(TRAINING_MODULES, name, "training module")
-
-
-def resolve_model(name: str) -> type:
-    """The ``nn.Module`` class registered as ``name`` (or at import path ``name``).
-
-    Raises:
-        ConfigError: as :func:`resolve_training_module`.
-    """
-    return _resolve(MODELS, name, "model")
-
-
-def build_model(card: ModelCard, state_dict: dict[str, Any]) -> "nn.Module":
-    """Rebuild an artifact's module from its card and weights, in eval mode on the CPU.
-
-    Raises:
-        ArtifactError: the card names an unknown class, its config does not fit the class, or
-            the weights do not fit the module.
-    """
+    path = cls_name
+    if ":" not in cls_name:
+        owner = legacy_owner(cls_name)
+        if owner is None:
+            raise ArtifactError(f"unknown model class '{cls_name}' (no registered workload knows it)")
+        path = owner[1]
     try:
-        cls = resolve_model(card.name)
-        model = cls(**card.architecture["config"])
-    except (ConfigError, TypeError) as exc:
-        raise ArtifactError(f"model artifact: cannot rebuild architecture '{card.name}' ({exc})") from None
+        cls = import_object(path, "model class")
+    except ConfigError as exc:
+        raise ArtifactError(str(exc)) from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise ArtifactError(f"model class '{cls_name}' is not a torch.nn.Module")
+    return cls
+
+
+def load_artifact(directory: str | Path) -> LoadedArtifact:
+    """Read, verify and rebuild every component of an artifact directory.
+
+    Raises:
+        ArtifactError: a missing or corrupt file (naming the component), an unknown class, a config
+            that does not fit the class, weights that do not fit the module, or a bad transform.
+    """
+    card, states = read_artifact(directory)
+    components = {}
+    for name, component in card.components.items():
+        cls = resolve_component_class(component.cls)
+        try:
+            module = cls(**component.config)
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"model artifact {directory}: cannot rebuild component '{name}' "
+                                f"({component.cls}: {exc})") from None
+        try:
+            module.load_state_dict(states[name], strict=True)
+        except RuntimeError as exc:
+            first = " ".join(str(exc).strip().splitlines()[0:2])
+            raise ArtifactError(f"model artifact {directory}: weights do not fit component '{name}' "
+                                f"({component.cls}: {first})") from None
+        components[name] = module.eval()
+    workload, task, transform = card.workload, card.task, card.transform
+    if card.format_version == 1:  # the workload that owns the class fills in what format 1 lacked
+        owner = legacy_owner(next(iter(card.components.values())).cls)
+        if owner is not None:
+            workload, task, transform = owner[0].name, owner[0].serve_task, dict(owner[0].transform)
     try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0:2]
-        raise ArtifactError(f"model artifact: weights do not fit '{card.name}' ({' '.join(first)})") from None
-    return model.eval()
+        resolved = transform_from_spec(transform)
+    except ConfigError as exc:
+        raise ArtifactError(f"model artifact {directory}: {exc}") from None
+    return LoadedArtifact(card, components, resolved, workload, task)
 
 
 def load_model(directory: str | Path) -> "nn.Module":
-    """Rebuild the model stored in an artifact directory from that directory alone.
+    """The only component of a single-component artifact (e.g. a U-Net).
 
     Raises:
-        ArtifactError: see :func:`microforge.platform.artifact.read_artifact` and :func:`build_model`.
+        ArtifactError: see :func:`load_artifact`; or the artifact has several components.
     """
-    return build_model(*read_artifact(directory))
+    loaded = load_artifact(directory)
+    if len(loaded.components) != 1:
+        raise ArtifactError(f"model artifact {directory} has components {', '.join(loaded.components)}: "
+                            "use load_artifact() and pick one")
+    return next(iter(loaded.components.values()))

@@ -13,7 +13,7 @@ import pytest
 
 from microforge.datasets.crystals import CrystalConfig, generate_dataset, load_preset
 from microforge.datasets.labels import parse_dota, parse_ultralytics_obb, parse_yolo_obb
-from microforge.datasets.writer import read_manifest
+from microforge.datasets.manifest import read_manifest
 from microforge.platform.cli import main
 from microforge.platform.errors import DatasetError
 
@@ -48,7 +48,7 @@ def test_output_is_byte_identical_whatever_the_number_of_workers(ray_local, tmp_
 def test_dataset_contents(ray_local, tmp_path):
     out = tmp_path / "ds"
     summary = generate_dataset(small_config(), 12, out, seed=1, split=(0.5, 0.25, 0.25))
-    rows = read_manifest(out)
+    rows = read_manifest(out).to_pylist()
     assert [r["index"] for r in rows] == list(range(12))
     table = pq.read_table(out / "manifest.parquet")
     for column in ("index", "seed", "lambda", "t", "n_rods", "n_labels", "split", "image",
@@ -109,7 +109,7 @@ def test_resume_after_interrupted_run(tmp_path):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert f"{n - done_before} rendered, {done_before} already complete" in result.stdout
-    assert len(read_manifest(out)) == n
+    assert read_manifest(out).num_rows == n
 
 
 def test_other_config_is_refused_unless_overwrite(ray_local, tmp_path):

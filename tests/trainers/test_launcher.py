@@ -1,4 +1,4 @@
-"""The generic launcher's pieces: registry, resources, per-epoch data, run records and resume checks.
+"""The generic launcher's pieces: workload registry, resources, per-epoch data, run records and resume checks.
 
 The end-to-end Ray Train runs live in test_unet_training.py; everything here is fast.
 """
@@ -18,24 +18,26 @@ from microforge.trainers import (
     RunError,
     Scaling,
     SyntheticData,
+    Workload,
     find_run,
+    get_workload,
     latest_checkpoint,
     launch,
     load_job,
     plan_worker_cpus,
-    resolve_model,
-    resolve_training_module,
+    register_workload,
 )
 from microforge.trainers.data import rank_indices
-from microforge.trainers.launcher import CHECKPOINT_FILE, PROGRESS_FILE, RUN_FILE
-from microforge.trainers.unet.lightning import curriculum_settings, unet_job
+from microforge.trainers.runs import RUN_FILE
+from microforge.trainers.unet.lightning import curriculum_settings
+from microforge.trainers.worker import CHECKPOINT_FILE, PROGRESS_FILE
 
 RENDERER = "microforge.datasets.blobs:render_blob_batch"
 
 
 def small_job(tmp_path, **overrides):
-    job = unet_job(epochs=2, runs_dir=tmp_path / "runs", size=32, train_samples=8, val_samples=4,
-                   batch_size=4, name="r1")
+    job = get_workload("delineation").job({"image_size": 32, "train_samples": 8, "val_samples": 4}, epochs=2,
+                                          runs_dir=tmp_path / "runs", batch_size=4, name="r1")
     return replace(job, **overrides)
 
 
@@ -55,22 +57,38 @@ def fake_run(job, epochs_done: int):
 # -- registry ----------------------------------------------------------------------------------
 
 
-def test_registry_resolves_names_and_import_paths():
+def test_workloads_resolve_by_name_and_alias():
     from microforge.trainers.unet.lightning import UNetModule
-    from microforge.trainers.unet.model import AttentionUNet
 
-    assert resolve_training_module("unet") is UNetModule
-    assert resolve_training_module("microforge.trainers.unet.lightning:UNetModule") is UNetModule
-    assert resolve_model("attention_unet") is AttentionUNet
+    delineation = get_workload("delineation")
+    assert get_workload("unet") is delineation and delineation.serve_task == "segment"
+    module = delineation.probe_module("tiny", 32)
+    assert isinstance(module, UNetModule) and module.hparams.image_size == 32
 
 
-def test_registry_unknown_name_suggests_the_closest():
-    with pytest.raises(ConfigError, match="did you mean 'unet'"):
-        resolve_training_module("unte")
-    with pytest.raises(ConfigError, match="did you mean 'attention_unet'"):
-        resolve_model("attention_unt")
-    with pytest.raises(ConfigError, match="has no attribute"):
-        resolve_training_module("microforge.trainers.unet.lightning:Nope")
+def test_unknown_workload_suggests_the_closest_and_lists_them():
+    with pytest.raises(ConfigError, match=r"unknown workload 'delineaton' \(did you mean 'delineation'\?\); valid: "):
+        get_workload("delineaton")
+
+
+def test_registration_refuses_a_taken_name_and_bad_specs():
+    spec = get_workload("delineation")
+    with pytest.raises(ConfigError, match="'unet' is taken by workload 'delineation'"):
+        register_workload(replace(spec, name="other"))
+    with pytest.raises(ConfigError, match="gradient clipping is Lightning's automatic optimisation only"):
+        replace(spec, optimization="manual")
+    with pytest.raises(ConfigError, match="unknown serve task 'segmnet'.*did you mean 'segment'"):
+        replace(spec, serve_task="segmnet")
+    with pytest.raises(ConfigError, match="unknown transform"):
+        replace(spec, transform={"name": "zscore"})
+    assert isinstance(spec, Workload)
+
+
+def test_options_are_validated_with_did_you_mean():
+    spec = get_workload("delineation")
+    with pytest.raises(ConfigError, match="unknown key 'lrr' \\(did you mean 'lr'\\?\\)"):
+        spec.job({"lrr": 1.0}, epochs=1, runs_dir=".")
+    assert spec.load_options({"preset": "small"}).image_size == 256  # the preset's default size
 
 
 # -- resources and data --------------------------------------------------------------------------
@@ -131,6 +149,8 @@ def test_job_checks_name_the_field(tmp_path):
         small_job(tmp_path, epochs=0).check()
     with pytest.raises(ConfigError, match="precision"):
         small_job(tmp_path, precision="fp8").check()
+    with pytest.raises(ConfigError, match="automatic optimisation only"):
+        small_job(tmp_path, optimization="manual").check()
     with pytest.raises(ConfigError, match="fewer samples than the 16 workers"):
         small_job(tmp_path, scaling=Scaling(num_workers=16)).check()
     with pytest.raises(ConfigError, match="num_workers"):
@@ -140,7 +160,7 @@ def test_job_checks_name_the_field(tmp_path):
 
 
 def test_invalid_module_config_fails_before_anything_is_written(tmp_path):
-    job = small_job(tmp_path, module_config={"preset": "tiny", "image_size": 36})
+    job = small_job(tmp_path, module_config={**small_job(tmp_path).module_config, "image_size": 36})
     with pytest.raises(ConfigError, match="multiple of 8"):
         launch(job)
     assert not (tmp_path / "runs" / "r1").exists()
@@ -158,7 +178,7 @@ def test_load_job_round_trips_the_record(tmp_path):
 @pytest.mark.parametrize("change, epochs_done, message", [
     ({}, 0, "no checkpoint yet"),
     ({}, 2, "already trained 2 of 2 epochs"),
-    ({"module_config": {"preset": "small", "image_size": 32}}, 1, "module_config.preset: run has 'tiny'"),
+    ({"options": {"preset": "small"}}, 1, "options.preset: run has 'tiny'"),
 ])
 def test_resume_refuses_runs_it_cannot_continue(tmp_path, change, epochs_done, message):
     job = small_job(tmp_path)
@@ -189,7 +209,7 @@ def test_cli_bad_resume_exits_2_and_changes_nothing(tmp_path, capsys):
     run_dir = fake_run(small_job(tmp_path), 1)
     before = (run_dir / RUN_FILE).read_text()
     assert main(["train", "unet", "--resume", "r1", "--out", str(runs), "--size", "64"]) == 2
-    assert "--size 64 (the run has 32)" in capsys.readouterr().err
+    assert "--image-size 64 (the run has 32)" in capsys.readouterr().err
     assert main(["train", "unet", "--resume", str(run_dir), "--epochs", "1"]) == 2
     assert "already trained 1 of 1 epochs" in capsys.readouterr().err
     (run_dir / RUN_FILE).write_text("{not json")

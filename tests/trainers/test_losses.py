@@ -131,13 +131,13 @@ def test_delineation_loss_combines_the_parts():
     total, parts = loss_fn(logits, t)
     assert set(parts) == {"dice", "bce", "tversky"}
     assert all(not p.requires_grad for p in parts.values())
-    assert total.item() == pytest.approx(parts["dice"] + 0.75 * parts["bce"] + 0.25 * parts["tversky"], abs=1e-6)
+    assert total.item() == pytest.approx((parts["dice"] + 0.75 * parts["bce"] + 0.25 * parts["tversky"]).item(), abs=1e-6)
     assert parts["tversky"].item() == pytest.approx(boundary_tversky_loss(logits, t, kernel_size=3).item())
     total.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
     loss_fn.set_weights(1.0, 0.5, 0.0)
     total, parts = loss_fn(logits, t)
-    assert total.item() == pytest.approx(parts["dice"] + 0.5 * parts["bce"], abs=1e-6)
+    assert total.item() == pytest.approx((parts["dice"] + 0.5 * parts["bce"]).item(), abs=1e-6)
 
 
 def test_delineation_loss_rejects_bad_input():

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from microforge.platform.artifact import ArtifactError, read_artifact, save_artifact
+from microforge.platform.artifact import ArtifactError, ComponentWeights, save_artifact
 from microforge.platform.cli import main
 from microforge.platform.errors import MicroforgeError
-from microforge.trainers import load_model
-from microforge.trainers.unet.evaluate import prepare_images, summarise_by_snr
+from microforge.trainers import get_workload, load_artifact, load_model
+from microforge.trainers.export import export_artifact
+from microforge.trainers.unet.evaluate import predict_masks, summarise_by_snr
 from microforge.trainers.unet.lightning import UNetModule
 
 
@@ -19,12 +20,10 @@ from microforge.trainers.unet.lightning import UNetModule
 def artifact(tmp_path):
     """An untrained tiny U-Net exported the way the launcher exports one."""
     torch.manual_seed(0)
-    export = UNetModule(preset="tiny", image_size=32).export_model()
-    path = save_artifact(tmp_path / "model", export.model.state_dict(),
-                         architecture={"name": export.name, "config": export.config},
-                         preprocessing=export.preprocessing, metrics={"val_dice": 0.5},
-                         provenance={"data": {"seed": 0}})
-    return path, export.model
+    module = UNetModule(preset="tiny", image_size=32)
+    path = export_artifact(module, tmp_path / "model", workload=get_workload("delineation"),
+                           metrics={"val_dice": 0.5}, provenance={"data": {"seed": 0}})
+    return path, module.model
 
 
 def test_load_model_gives_identical_outputs(artifact):
@@ -34,21 +33,22 @@ def test_load_model_gives_identical_outputs(artifact):
         assert torch.equal(load_model(path)(x), model.eval()(x))
 
 
-def test_prepare_images_converts_and_checks(artifact):
-    card, _ = read_artifact(artifact[0])
-    pre = card.preprocessing
-    assert prepare_images(np.full((32, 32), 255, np.uint8), pre).shape == (1, 1, 32, 32)
-    assert float(prepare_images(np.full((2, 32, 32), 65535, np.uint16), pre).max()) == 1.0
-    assert prepare_images(np.zeros((2, 1, 16, 40), np.float64), pre).dtype == torch.float32
+def test_predict_masks_takes_every_dtype_through_the_artifacts_transform(artifact):
+    loaded = load_artifact(artifact[0])
+    image16 = np.random.default_rng(0).integers(0, 65536, (32, 32)).astype(np.uint16)
+    masks = predict_masks(loaded, image16)
+    assert masks.shape == (1, 1, 32, 32) and masks.dtype == np.uint8
+    # uint16 is divided by 65535 (the recorded unit_range), exactly as a float image in [0, 1]
+    as_float = (image16.astype(np.float32) / 65535.0)[None, None]
+    assert np.array_equal(predict_masks(loaded, as_float), masks)
+    assert predict_masks(loaded, np.zeros((2, 36, 40), np.uint8)).shape == (2, 1, 36, 40)  # padded, cropped
     for bad, message in [
         (np.zeros((1, 3, 32, 32), np.float32), "got shape"),
-        (np.zeros((32, 32), np.int32), "got int32"),
-        (np.zeros((32, 32), bool), "got bool"),
+        (np.zeros((32, 32), np.int32), "uint8 or uint16"),
         (np.full((32, 32), 2.0, np.float32), r"in \[0, 1\]"),
-        (np.zeros((36, 32), np.float32), "multiples of 8"),
     ]:
         with pytest.raises(MicroforgeError, match=message):
-            prepare_images(bad, pre)
+            predict_masks(loaded, bad)
 
 
 def test_summarise_by_snr_bins_half_open_intervals():
@@ -102,9 +102,12 @@ def test_eval_of_missing_or_corrupt_artifacts_exits_2(artifact, tmp_path, capsys
 
 
 def test_eval_refuses_a_model_that_is_not_a_unet(tmp_path, capsys):
-    path = save_artifact(tmp_path / "other", {"w": torch.zeros(2)}, architecture={"name": "fastgan", "config": {}},
-                         preprocessing={}, metrics={}, provenance={})
-    assert main(["eval", "unet", "--model", str(path), "--out", str(tmp_path / "r")]) == 2
-    assert "not a delineation U-Net" in capsys.readouterr().err
-    with pytest.raises(ArtifactError, match="cannot rebuild architecture 'fastgan'"):
+    lin = torch.nn.Linear(2, 2)
+    path = save_artifact(tmp_path / "other", {"generator": ComponentWeights(
+        "torch.nn:Linear", {"in_features": 2, "out_features": 2}, lin.state_dict())}, workload="fastgan",
+        task="generate", transform=None, preprocessing={}, metrics={}, provenance={})
+    assert main(["eval", "delineation", "--model", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert "not a segmentation model" in capsys.readouterr().err
+    (path / "model.json").write_text((path / "model.json").read_text().replace("torch.nn:Linear", "fastgan"))
+    with pytest.raises(ArtifactError, match="unknown model class 'fastgan'"):
         load_model(path)

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from microforge.datasets.blobs import render_blob_batch
-from microforge.platform.artifact import read_artifact
+from microforge.platform.artifact import read_card
 from microforge.platform.cli import main
 from microforge.platform.errors import ConfigError
 from microforge.trainers import EpochBatches, latest_checkpoint, load_model, read_run
 from microforge.trainers.unet.lightning import UNetModule
 
-TRAIN_ARGS = ["train", "unet", "--preset", "tiny", "--size", "32", "--train-samples", "32", "--val-samples", "16",
+TRAIN_ARGS = ["train", "delineation", "--preset", "tiny", "--size", "32", "--train-samples", "32", "--val-samples", "16",
               "--batch-size", "8", "--name", "t"]
 
 
@@ -83,10 +83,11 @@ def test_two_worker_run_writes_checkpoints_logs_and_artifact(trained):
 
 def test_artifact_rebuilds_the_trained_model(trained):
     run_dir, _ = trained
-    card, _ = read_artifact(run_dir / "model")
-    assert card.name == "attention_unet"
+    card = read_card(run_dir / "model")
+    assert (card.workload, card.task, card.transform["name"]) == ("delineation", "segment", "unit_range")
+    assert card.components["model"].cls == "microforge.trainers.unet.model:AttentionUNet"
     assert card.preprocessing["size_multiple"] == 8 and card.preprocessing["image_size"] == 32
-    assert card.provenance["data"]["seed"] == 0 and card.provenance["training_module"] == "unet"
+    assert card.provenance["data"]["seed"] == 0 and card.provenance["options"]["image_size"] == 32
     assert "val_dice" in card.metrics
 
     state = torch.load(run_dir / card.provenance["checkpoint"] / "checkpoint.ckpt", weights_only=False)
@@ -101,6 +102,7 @@ def test_artifact_rebuilds_the_trained_model(trained):
 def test_resume_continues_from_the_latest_checkpoint(trained, capsys):
     run_dir, _ = trained
     first = latest_checkpoint(run_dir)[0]
+    # the old name of the workload still works on the command line
     assert main(["train", "unet", "--resume", str(run_dir), "--epochs", "2", "--workers", "1"]) == 0
     printed = capsys.readouterr().out
     assert "epochs: 2" in printed

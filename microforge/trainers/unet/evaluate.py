@@ -14,28 +14,24 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from microforge.platform.artifact import ModelCard, read_artifact
-from microforge.platform.errors import MicroforgeError
+from microforge.platform.errors import ConfigError, MicroforgeError
 from microforge.platform.storage import atomic_write_bytes, atomic_write_text
 
 from ..metrics import dice_score, segmentation_metrics
-
-if TYPE_CHECKING:
-    import torch
+from ..predict import segment_probabilities
+from ..registry import LoadedArtifact
 
 __all__ = [
     "EvalResult",
     "SNR_BIN_EDGES",
-    "UNET_ARCHITECTURES",
     "draw_dice_vs_snr",
     "draw_overlays",
     "evaluate_unet",
     "predict_masks",
-    "prepare_images",
     "score_samples",
     "snr_bin_label",
     "summarise_by_snr",
@@ -46,66 +42,32 @@ log = logging.getLogger(__name__)
 
 # Bin edges in dB; the blob renderer's full noise range spans about -10 to +25 dB.
 SNR_BIN_EDGES: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
-UNET_ARCHITECTURES = ("attention_unet",)
 METRICS = ("dice", "iou", "hd95", "boundary_f1", "clean_dice")
 EVAL_SEED = 12345  # different from any default training seed, so eval blobs are unseen
-_INTEGER_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
-def prepare_images(images: Any, preprocessing: Mapping[str, Any]) -> "torch.Tensor":
-    """Check images against an artifact's preprocessing and convert them to model input.
-
-    Args:
-        images: ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)``; uint8 or uint16 (divided by the
-            dtype's maximum) or float32/float64 already in [0, 1].
-        preprocessing: the artifact card's ``preprocessing``.
-
-    Returns:
-        float32 tensor ``(B, 1, H, W)`` in [0, 1].
+def predict_masks(artifact: LoadedArtifact, images: Any) -> np.ndarray:
+    """Binary masks ``(B, 1, H, W)`` (uint8) of ``images`` ``(B, 1, H, W)``, ``(B, H, W)`` or
+    ``(H, W)`` of any dtype the artifact's transform takes (the same function as Serve's
+    ``/predict``: :func:`~microforge.trainers.predict.segment_probabilities`).
 
     Raises:
-        MicroforgeError: another dtype or shape, float values outside [0, 1] or NaN, or a side
-            not a multiple of the network's ``size_multiple``.
+        ConfigError: a dtype or value range the transform rejects, or a bad shape.
     """
-    import torch
-
-    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if array.ndim == 2:
-        array = array[None, None]
-    elif array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim != 4 or array.shape[1] != preprocessing.get("channels", 1):
-        channels = preprocessing.get("channels", 1)
-        raise MicroforgeError(f"images must be (H, W), (B, H, W) or (B, {channels}, H, W); got shape {array.shape}")
-    if array.dtype in _INTEGER_MAX:
-        array = array.astype(np.float32) / _INTEGER_MAX[array.dtype]
-    elif array.dtype in (np.float32, np.float64):
-        if array.size and (not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0):
-            raise MicroforgeError("float images must hold finite values in [0, 1]; rescale them first")
-        array = array.astype(np.float32)
-    else:
-        raise MicroforgeError(f"images must be uint8, uint16, float32 or float64 in [0, 1]; got {array.dtype}")
-    multiple = int(preprocessing.get("size_multiple", 1))
-    h, w = array.shape[-2:]
-    if h % multiple or w % multiple or h == 0:
-        raise MicroforgeError(f"image size {h}x{w} does not fit the model: height and width must be multiples "
-                              f"of {multiple} (the model was trained at {preprocessing.get('image_size')} px)")
-    return torch.from_numpy(np.ascontiguousarray(array))
-
-
-def predict_masks(model: "torch.nn.Module", card: ModelCard, images: Any) -> np.ndarray:
-    """Binary masks ``(B, 1, H, W)`` (uint8) predicted for ``images`` (see :func:`prepare_images`).
-
-    Raises:
-        MicroforgeError: as :func:`prepare_images`.
-    """
-    import torch
-
-    x = prepare_images(images, card.preprocessing)
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        logits = model(x.to(device)).float().cpu().numpy()
-    return (logits > float(card.preprocessing.get("threshold", 0.0))).astype(np.uint8)
+    array = np.asarray(images)
+    if array.ndim == 4:
+        if array.shape[1] != 1:
+            raise ConfigError(f"images must be (B, 1, H, W), (B, H, W) or (H, W); got shape {array.shape}")
+        array = array[:, 0]
+    elif array.ndim == 2:
+        array = array[None]
+    elif array.ndim != 3:
+        raise ConfigError(f"images must be (B, 1, H, W), (B, H, W) or (H, W); got shape {array.shape}")
+    model = artifact["model"]
+    probs = segment_probabilities(model, artifact.transform, list(array),
+                                  size_multiple=int(artifact.preprocessing.get("size_multiple", 1)))
+    threshold = 1.0 / (1.0 + math.exp(-float(artifact.preprocessing.get("threshold", 0.0))))
+    return np.stack([prob > threshold for prob in probs])[:, None].astype(np.uint8)
 
 
 def score_samples(pred: np.ndarray, mask: np.ndarray, clean_pred: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -161,14 +123,14 @@ class EvalResult:
     preds: np.ndarray = field(repr=False)
 
 
-def _load_unet(model_dir: str | Path) -> tuple["torch.nn.Module", ModelCard]:
-    from ..registry import build_model
+def _load_segmenter(model_dir: str | Path) -> LoadedArtifact:
+    from ..registry import load_artifact
 
-    card, state = read_artifact(model_dir)
-    if card.name not in UNET_ARCHITECTURES:
-        raise MicroforgeError(f"{model_dir} holds a '{card.name}' model, not a delineation U-Net "
-                              f"({', '.join(UNET_ARCHITECTURES)})")
-    return build_model(card, state), card
+    artifact = load_artifact(model_dir)
+    if artifact.task != "segment":
+        raise MicroforgeError(f"{model_dir} holds a '{artifact.workload}' model for task '{artifact.task}', "
+                              "not a segmentation model")
+    return artifact
 
 
 def evaluate_unet(
@@ -203,11 +165,12 @@ def evaluate_unet(
     from microforge.platform.runtime import ray_runtime
 
     from ..data import synthetic_dataset
-    from .lightning import RENDERER
+    from .workload import RENDERER
 
     if samples < 1 or batch_size < 1:
         raise MicroforgeError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")
-    model, card = _load_unet(model_dir)
+    artifact = _load_segmenter(model_dir)
+    card = artifact.card
     size = size or int(card.preprocessing.get("image_size") or 128)
     multiple = int(card.preprocessing.get("size_multiple", 1))
     if size % multiple:
@@ -217,15 +180,15 @@ def evaluate_unet(
         log.warning("evaluation seed %d equals the training seed: validation blobs are re-used", seed)
     config = BlobConfig.load({"size": size, "noise_scale": noise_scale, "mixed_prob": mixed_prob}).to_json_dict()
     if torch.cuda.is_available():
-        model = model.cuda()
+        artifact["model"].cuda()
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "mask", "pred", "clean_pred", "snr_db", "index")}
     with ray_runtime(address):
         dataset = synthetic_dataset(RENDERER, config, seed, samples)
         for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
             parts["image"].append(batch["image"])
             parts["mask"].append(batch["mask"].astype(np.uint8))
-            parts["pred"].append(predict_masks(model, card, batch["image"]))
-            parts["clean_pred"].append(predict_masks(model, card, batch["clean"]))
+            parts["pred"].append(predict_masks(artifact, batch["image"]))
+            parts["clean_pred"].append(predict_masks(artifact, batch["clean"]))
             parts["snr_db"].append(batch["snr_db"])
             parts["index"].append(batch["index"])
             if progress:
@@ -234,7 +197,8 @@ def evaluate_unet(
     scores = score_samples(arrays["pred"], arrays["mask"], arrays["clean_pred"])
     report = {
         "model": str(Path(model_dir).absolute()),
-        "architecture": card.architecture,
+        "workload": artifact.workload,
+        "components": {name: c.cls for name, c in card.components.items()},
         "training_metrics": card.metrics,
         "samples": samples,
         "size": size,

@@ -13,37 +13,30 @@ The module trains on batches ``{"image", "clean", "mask", "snr_db", "index"}`` f
 
 Gradient clipping, precision and early stopping are launcher (Trainer) settings; the noise
 curriculum drives the synthesis of each training epoch through :func:`curriculum_settings`
-(see :func:`unet_job`).
+(see :mod:`microforge.trainers.unet.workload`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from microforge.datasets.curriculum import curriculum_phase
 from microforge.platform.errors import ConfigError
-from microforge.trainers.data import SyntheticData
-from microforge.trainers.launcher import EarlyStopping, ModelExport, Scaling, TrainingJob
 from microforge.trainers.lightning_import import pl
 from microforge.trainers.losses import DelineationLoss
 from microforge.trainers.metrics import boundary_f1, dice_score, hausdorff_distance, iou_score
 from microforge.trainers.schedules import loss_weights, warmup_cosine_lambda
 
-from .model import UNET_PRESETS, unet_from_preset
+from .model import unet_from_preset
 
-__all__ = ["UNET_IMAGE_SIZES", "UNetModule", "curriculum_settings", "unet_job"]
+__all__ = ["UNetModule", "curriculum_settings"]
 
 log = logging.getLogger(__name__)
 
-# Training image size of each preset when none is asked for (the tiny net is for CPUs).
-UNET_IMAGE_SIZES = {"tiny": 128, "small": 256, "standard": 512}
-RENDERER = "microforge.datasets.blobs:render_blob_batch"
-CURRICULUM = "microforge.trainers.unet.lightning:curriculum_settings"
 VAL_METRICS = ("loss", "dice", "iou", "clean_dice", "hd95", "boundary_f1")
 
 
@@ -121,10 +114,20 @@ class UNetModule(pl.LightningModule):
                      "loss weights %.2f/%.2f/%.2f",
                      epoch + 1, total, phase.name, phase.noise_scale, phase.mixed_prob, alpha, beta, gamma)
 
+    @staticmethod
+    def _inputs(batch: dict[str, torch.Tensor], key: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``(B, 1, H, W)`` float and binary masks: rendered blobs come that way; a dataset
+        read through the manifest has ``(B, H, W)`` images and 0/255 (or 0/1) masks."""
+        image, mask = batch[key].float(), batch["mask"]
+        if image.ndim == 3:
+            image, mask = image.unsqueeze(1), mask.unsqueeze(1)
+        return image, (mask > 0).float()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["image"])
-        loss, parts = self.loss(logits, batch["mask"])
-        size = batch["image"].shape[0]
+        image, mask = self._inputs(batch)
+        logits = self.model(image)
+        loss, parts = self.loss(logits, mask)
+        size = image.shape[0]
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=size)
         self.log_dict({f"train_{k}": v for k, v in parts.items()}, on_step=False, on_epoch=True,
                       sync_dist=True, batch_size=size)
@@ -147,18 +150,18 @@ class UNetModule(pl.LightningModule):
         self._val = {name: [] for name in VAL_METRICS}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        mask = batch["mask"]
-        logits = self.model(batch["image"])
-        clean_logits = self.model(batch["clean"])
+        image, mask = self._inputs(batch)
+        logits = self.model(image)
         loss, _ = self.loss(logits, mask)
         # Metrics binarise at logit 0 (probability 0.5), on CPU numpy like the eval command.
-        pred, clean_pred = logits.float().cpu().numpy(), clean_logits.float().cpu().numpy()
-        target = mask.cpu().numpy()
+        pred, target = logits.float().cpu().numpy(), mask.cpu().numpy()
         val = self._val
         val["loss"].extend([float(loss)] * len(target))
         val["dice"].extend(dice_score(pred, target, threshold=0.0, reduction="none"))
         val["iou"].extend(iou_score(pred, target, threshold=0.0, reduction="none"))
-        val["clean_dice"].extend(dice_score(clean_pred, target, threshold=0.0, reduction="none"))
+        if "clean" in batch:  # rendered data only: the noise-free image of the same sample
+            clean_pred = self.model(self._inputs(batch, "clean")[0]).float().cpu().numpy()
+            val["clean_dice"].extend(dice_score(clean_pred, target, threshold=0.0, reduction="none"))
         room = self.hparams.boundary_samples - len(val["hd95"])
         if room > 0:
             p, t = pred[:room], target[:room]
@@ -181,83 +184,18 @@ class UNetModule(pl.LightningModule):
 
     # -- export --------------------------------------------------------------------------------
 
-    def export_model(self) -> ModelExport:
-        model = self.model
-        preprocessing = {
-            "channels": model.config["in_channels"],
+    def export_components(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def export_preprocessing(self) -> dict[str, Any]:
+        """What the artifact records besides the transform (``unit_range``: integers divided by
+        their dtype's maximum)."""
+        return {
+            "channels": self.model.config["in_channels"],
             "layout": "(B, 1, H, W) float32",
-            "value_range": [0.0, 1.0],
-            "integer_inputs": "divided by the dtype's maximum (255 for uint8, 65535 for uint16)",
-            "size_multiple": model.size_multiple,
+            "size_multiple": self.model.size_multiple,
             "image_size": self.hparams.image_size,
             "output": "logits",
             "threshold": 0.0,
             "task": "binary delineation: 1 inside the silhouette",
         }
-        return ModelExport(name="attention_unet", config=dict(model.config), model=model, preprocessing=preprocessing)
-
-
-def unet_job(
-    *,
-    epochs: int,
-    runs_dir: str | Path,
-    preset: str = "tiny",
-    size: int | None = None,
-    train_samples: int = 256,
-    val_samples: int = 64,
-    batch_size: int = 8,
-    seed: int = 0,
-    workers: int = 1,
-    gpus_per_worker: float = 0.0,
-    cpus_per_worker: float | None = None,
-    precision: str = "auto",
-    early_stopping: EarlyStopping | None = EarlyStopping(patience=10, min_delta=1e-3),
-    name: str | None = None,
-    module_options: dict[str, Any] | None = None,
-    blob_options: dict[str, Any] | None = None,
-    trainer_options: dict[str, Any] | None = None,
-) -> TrainingJob:
-    """The training job of a delineation U-Net on blobs streamed from Ray Data.
-
-    Training epoch ``e`` renders ``train_samples`` new blobs with the curriculum's noise for
-    ``e``; validation renders the same ``val_samples`` blobs every epoch at the config's full
-    noise range (``noise_scale`` 1.0, ``mixed_prob`` 0.2 by default), so ``val_dice``, which
-    ranks checkpoints and drives early stopping, measures the target task.
-
-    Args:
-        preset: U-Net size; ``size`` defaults to :data:`UNET_IMAGE_SIZES` of the preset.
-        module_options: extra :class:`UNetModule` arguments; ``blob_options``: extra
-            :class:`~microforge.datasets.blobs.BlobConfig` fields.
-        Others: see :class:`~microforge.trainers.launcher.TrainingJob` and
-            :class:`~microforge.trainers.data.SyntheticData`.
-
-    Raises:
-        ConfigError: an invalid preset, size or blob option.
-    """
-    from microforge.datasets.blobs import BlobConfig
-
-    if preset not in UNET_PRESETS:
-        unet_from_preset(preset)  # raises the did-you-mean error
-    size = size or UNET_IMAGE_SIZES[preset]
-    blob = BlobConfig.load({**(blob_options or {}), "size": size})
-    module_config = {"preset": preset, "image_size": size, **(module_options or {})}
-    data = SyntheticData(renderer=RENDERER, config=blob.to_json_dict(), seed=seed, train_samples=train_samples,
-                         val_samples=val_samples, schedule=CURRICULUM)
-    return TrainingJob(
-        module="unet",
-        module_config=module_config,
-        data=data,
-        epochs=epochs,
-        runs_dir=runs_dir,
-        name=name,
-        scaling=Scaling(num_workers=workers, use_gpu=gpus_per_worker > 0, cpus_per_worker=cpus_per_worker,
-                        gpus_per_worker=gpus_per_worker or 1.0),
-        batch_size=batch_size,
-        precision=precision,
-        gradient_clip_val=1.0,
-        monitor="val_dice" if val_samples else "train_loss",
-        monitor_mode="max" if val_samples else "min",
-        early_stopping=early_stopping if val_samples else None,
-        seed=seed,
-        trainer_options=dict(trainer_options or {}),
-    )

@@ -1,0 +1,176 @@
+"""Inside each Ray Train worker: build the module, its data loaders and the Lightning ``Trainer``,
+report metrics and checkpoints at the job's cadence, and fit (resuming from Ray's checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from microforge.platform.errors import ConfigError
+from microforge.platform.imports import import_object
+
+from .data import EpochBatches, EpochContext
+from .job import TrainingJob
+
+__all__ = ["CHECKPOINT_FILE", "PROGRESS_FILE", "train_worker"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.ckpt"
+PROGRESS_FILE = "progress.json"
+
+
+def _make_report_callback(job: TrainingJob):
+    from .lightning_import import pl
+    import ray.train
+    from ray.train import Checkpoint
+
+    every, unit = job.cadence.every, job.cadence.unit
+
+    class ReportCheckpoint(pl.Callback):
+        """Report metrics and a checkpoint to Ray Train every ``every`` epochs or steps (and at the
+        last epoch), like ``ray.train.lightning.RayTrainReportCallback`` but at the job's cadence.
+
+        Only rank 0 uploads a checkpoint (DDP ranks hold the same weights), and a ``progress.json``
+        with the epoch, step and metrics is written next to it so that a run can be inspected
+        without loading torch files. Lightning validates before ``on_train_epoch_end``, so
+        epoch reports include validation metrics. A step is one training batch, whatever the
+        number of optimizers a manual-optimisation module steps in it.
+        """
+
+        def __init__(self) -> None:
+            self.last_reported_batch = -1
+
+        def _report(self, trainer: pl.Trainer, batches: int) -> None:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            metrics.update(epoch=trainer.current_epoch, step=batches)
+            tmp = Path(tempfile.mkdtemp(prefix="microforge-ckpt-"))
+            try:
+                trainer.save_checkpoint(tmp / CHECKPOINT_FILE, weights_only=False)  # collective: every rank calls it
+                checkpoint = None
+                if trainer.is_global_zero:
+                    (tmp / PROGRESS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+                    checkpoint = Checkpoint.from_directory(tmp)
+                ray.train.report(metrics=metrics, checkpoint=checkpoint)
+                trainer.strategy.barrier("microforge-report")
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self.last_reported_batch = batches
+
+        @staticmethod
+        def _batches(trainer: pl.Trainer) -> int:
+            return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if unit == "steps" and self._batches(trainer) % every == 0:
+                self._report(trainer, self._batches(trainer))
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            epoch = trainer.current_epoch + 1
+            last = epoch >= (trainer.max_epochs or epoch)
+            due = (unit == "epochs" and epoch % every == 0) or last
+            if due and self._batches(trainer) != self.last_reported_batch:
+                self._report(trainer, self._batches(trainer))
+
+    return ReportCheckpoint()
+
+
+def _make_epoch_log_callback(total_epochs: int):
+    from .lightning_import import pl
+
+    class EpochLog(pl.Callback):
+        """One log line per epoch on rank 0 (Lightning's bar would flood Ray's forwarded logs)."""
+
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            self.started = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.is_global_zero:
+                shown = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items()))
+                log.info("epoch %d/%d (%.1f s): %s", trainer.current_epoch + 1, total_epochs,
+                         time.perf_counter() - self.started, shown)
+
+    return EpochLog()
+
+
+def _loaders(job: TrainingJob, static_splits: list[str], current_epoch: Callable[[], int], rank: int,
+             world: int) -> dict[str, EpochBatches]:
+    import ray.train
+
+    loaders = {}
+    epoch_splits = job.data.epoch_splits()
+    for split in ("train", "val"):
+        if split in epoch_splits:
+            def open_epoch(split: str = split):
+                ctx = EpochContext(current_epoch(), job.epochs, rank, world)
+                return job.data.epoch_dataset(split, ctx).iter_torch_batches(
+                    batch_size=job.batch_size, prefetch_batches=2)
+        elif split in static_splits:
+            shard = ray.train.get_dataset_shard(split)
+
+            def open_epoch(shard=shard):
+                return shard.iter_torch_batches(batch_size=job.batch_size, prefetch_batches=2)
+        else:
+            continue
+        rows = job.data.rows_per_worker(split, world)
+        loaders[split] = EpochBatches(open_epoch, None if rows is None else math.ceil(rows / job.batch_size))
+    if "train" not in loaders:
+        raise ConfigError("the training data has no 'train' split")
+    return loaders
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """The ``train_loop_per_worker`` of the launcher's ``TorchTrainer``."""
+    from .lightning_import import pl
+    import ray.train
+    import torch
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+
+    from .trainer_factory import build_trainer
+
+    job: TrainingJob = config["job"]
+    run_dir = Path(config["run_dir"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(config["torch_threads"])
+
+    pl.seed_everything(job.seed, verbose=False)
+    module = import_object(job.module, "training module")(**job.module_config)
+    trainer: pl.Trainer | None = None  # the loaders read its epoch counter once fit() runs
+    loaders = _loaders(job, config["static_splits"], lambda: trainer.current_epoch, rank, world)
+    batches = loaders["train"].batches
+    callbacks = [_make_report_callback(job), _make_epoch_log_callback(job.epochs),
+                 pl.callbacks.LearningRateMonitor(logging_interval="epoch")]
+    if job.early_stopping is not None:
+        callbacks.append(pl.callbacks.EarlyStopping(monitor=job.monitor, mode=job.monitor_mode,
+                                                    patience=job.early_stopping.patience,
+                                                    min_delta=job.early_stopping.min_delta))
+    # Manual-optimisation modules must find unused parameters (e.g. a GAN discriminator's
+    # decoders used only on real images), which DDP otherwise rejects.
+    strategy = RayDDPStrategy(find_unused_parameters=True) if job.optimization == "manual" else RayDDPStrategy()
+    trainer = build_trainer(
+        precision=job.precision, use_gpu=job.scaling.use_gpu, optimization=job.optimization,
+        gradient_clip_val=job.gradient_clip_val,
+        trainer_options={"log_every_n_steps": max(1, min(50, batches or 50)), **job.trainer_options},
+        max_epochs=job.epochs, callbacks=callbacks,
+        logger=pl.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
+        devices="auto", strategy=strategy, plugins=[RayLightningEnvironment()], default_root_dir=str(run_dir),
+        use_distributed_sampler=False,  # Ray Data already gives each rank its own rows
+    )
+    trainer = prepare_trainer(trainer)
+    fit = {"train_dataloaders": loaders["train"], "val_dataloaders": loaders.get("val")}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        trainer.fit(module, **fit)
+        return
+    with checkpoint.as_directory() as directory:
+        trainer.fit(module, ckpt_path=str(Path(directory) / CHECKPOINT_FILE), **fit)
