@@ -1,6 +1,6 @@
 """Doubling + bisection against the original tool's linear scan: probes and wall time, same answer.
 
-    python benchmarks/batch_search.py [--preset tiny] [--resolution 128] [--extra 600MiB] [--skip-real]
+    python benchmarks/batch_search.py [--workload delineation] [--preset tiny] [--resolution 128] [--extra 600MiB] [--skip-real]
     python benchmarks/batch_search.py --device gpu --preset small --resolution 256 --linear-max 64
 
 Two tables:
@@ -21,16 +21,12 @@ import argparse
 import os
 import time
 
-from microforge.tune.batch_search import (
-    ProbeSettings,
-    analytic_probe_count,
-    linear_scan,
-    parse_memory,
-    probe_in_fresh_actor,
-    search_batch_size,
-)
+from microforge.platform.precision import normalize_precision
+from microforge.trainers.workload import get_workload
+from microforge.tune.batch_search import parse_memory
+from microforge.tune.bisection import analytic_probe_count, linear_scan, search_batch_size
 from microforge.tune.probe import format_bytes
-from microforge.tune.trainers import resolve_tunable_trainer
+from microforge.tune.probe_actor import ProbeSettings, probe_in_fresh_actor
 
 LIMITS = (1, 3, 8, 13, 24, 50, 100, 256, 500, 1000, 4096)
 
@@ -57,8 +53,9 @@ def real(args: argparse.Namespace) -> None:
 
     with ray_runtime(None, num_cpus=args.cpus):
         use_gpu = args.device == "gpu"
-        trainer = resolve_tunable_trainer("unet")
-        base = ProbeSettings(trainer=trainer, resolution=args.resolution, precision=args.precision,
+        workload = get_workload(args.workload)
+        base = ProbeSettings(workload=workload, resolution=args.resolution,
+                             precision=normalize_precision(args.precision, allow_auto=False),
                              use_gpu=use_gpu, memory_budget_bytes=None, threads=1, warmup_steps=1, measure_steps=2)
         budget = None
         if not use_gpu:
@@ -82,7 +79,7 @@ def real(args: argparse.Namespace) -> None:
                          f"{result.best.samples_per_s:.1f}", format_bytes(result.largest.peak_memory_bytes)])
         device = "GPU" if use_gpu else f"CPU, budget {format_bytes(budget)}"
         load = os.getloadavg()[0]
-        print(f"\nreal: U-Net {args.preset} at {args.resolution} px, {args.precision}, {device} "
+        print(f"\nreal: {workload.name} {args.preset} at {args.resolution} px, {args.precision}, {device} "
               f"(Ray {ray.__version__}; load average {load:.1f} on {os.cpu_count()} cores)")
         print_table(["method", "max batch", "probes", "wall s", "s/probe", "best batch", "samples/s", "peak"], rows)
         for name, result in sequences:
@@ -93,6 +90,7 @@ def real(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workload", "--trainer", dest="workload", default="delineation")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--precision", default="32-true")

@@ -1,71 +1,40 @@
 """Hardware batch-size search: the largest batch that trains, and the fastest one, per model preset.
 
-The search itself (:func:`search_batch_size`) is pure: it calls ``probe(batch_size) ->
-ProbeResult`` and assumes that what fits at ``b`` fits below ``b``. It doubles the batch from 1
-until a probe fails, then bisects between the last batch that fitted and the first that did not,
-so a limit ``L`` costs ``2 * floor(log2(L)) + 2`` probes where the original tool's linear scan
-(:func:`linear_scan`) costs ``L + 1``. Among the probes that fitted, the best batch is the one
-with the most samples per second.
-
-:class:`BatchSizeSearch` runs real probes on Ray: every probe in a fresh actor process
-(``num_gpus=1`` on a GPU, a few CPUs otherwise), so a fragmented allocator or a CUDA error in one
-probe cannot affect the next, and a probe that hangs is killed after ``timeout_s``. The presets
-are searched concurrently, one probe at a time each, so on a cluster each preset holds its own
-GPU. On CPUs the probes are measured against a memory budget (peak RSS of the probe process).
+:class:`BatchSizeSearch` runs the doubling-then-bisection search of
+:mod:`microforge.tune.bisection` for each preset of a workload, every probe in a fresh Ray actor
+(:mod:`microforge.tune.probe_actor`; one GPU each on GPUs, a few CPUs otherwise). The presets are
+searched concurrently, one probe at a time each, so on a cluster each preset holds its own GPU.
+On CPUs the probes are measured against a memory budget (peak RSS of the probe process).
+:func:`recommendations_from_report` turns a report into the stored recommendations of
+:mod:`microforge.platform.recommendations`, keyed by the workload's canonical name.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
-from microforge.platform.recommendations import PRECISIONS
-from microforge.platform.errors import ConfigError, MicroforgeError
+from microforge.platform.errors import ConfigError
+from microforge.platform.precision import normalize_precision
+from microforge.platform.recommendations import Recommendation
 
+from .bisection import BatchSearchResult, BatchSizeError, search_batch_size
 from .probe import ProbeResult, format_bytes
-from .trainers import TunableTrainer, resolve_tunable_trainer
+from .probe_actor import ProbeSettings, probe_in_fresh_actor
 
-__all__ = [
-    "BatchSearchResult",
-    "BatchSizeError",
-    "BatchSizeReport",
-    "BatchSizeSearch",
-    "PRECISIONS",
-    "analytic_probe_count",
-    "linear_scan",
-    "normalize_precision",
-    "parse_memory",
-    "search_batch_size",
-]
+if TYPE_CHECKING:
+    from microforge.trainers.workload import Workload
+
+__all__ = ["BatchSizeReport", "BatchSizeSearch", "parse_memory", "recommendations_from_report"]
 
 log = logging.getLogger(__name__)
 
-# Seconds a probe actor may wait for its GPU/CPUs before the search gives up.
-SCHEDULE_TIMEOUT_S = 900.0
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
-
-
-class BatchSizeError(MicroforgeError):
-    """Even the smallest batch does not run (too little memory, or the step fails)."""
-
-
-def normalize_precision(precision: str) -> str:
-    """``fp32``/``bf16-mixed``/``16-mixed`` (and spellings like ``bf16``) -> the Lightning name.
-
-    Raises:
-        ConfigError: an unknown precision.
-    """
-    try:
-        return PRECISIONS[precision.strip().lower()]
-    except KeyError:
-        raise ConfigError(f"unknown precision '{precision}'; valid: fp32, bf16-mixed, 16-mixed") from None
 
 
 def parse_memory(text: str | int) -> int:
@@ -87,214 +56,6 @@ def parse_memory(text: str | int) -> int:
     return size
 
 
-# --------------------------------------------------------------------------------------------
-# The search algorithms (pure: they only call ``probe``)
-
-
-@dataclass(frozen=True)
-class BatchSearchResult:
-    """Outcome of one search.
-
-    Attributes:
-        max_batch: the largest batch that fitted.
-        best_batch: the fitted batch with the most samples/s.
-        probes: every probe, in the order it ran.
-        capped: the search stopped at ``max_batch`` without finding a limit.
-    """
-
-    max_batch: int
-    best_batch: int
-    probes: tuple[ProbeResult, ...]
-    capped: bool = False
-
-    @property
-    def best(self) -> ProbeResult:
-        return next(p for p in self.probes if p.batch_size == self.best_batch and p.fits)
-
-    @property
-    def largest(self) -> ProbeResult:
-        return next(p for p in self.probes if p.batch_size == self.max_batch and p.fits)
-
-
-class _Recorder:
-    def __init__(self, probe: Callable[[int], ProbeResult]) -> None:
-        self.probe = probe
-        self.results: list[ProbeResult] = []
-
-    def __call__(self, batch_size: int) -> bool:
-        result = self.probe(batch_size)
-        self.results.append(result)
-        log.info("probe batch %d: %s%s", batch_size, result.status,
-                 f" ({result.samples_per_s:.1f} samples/s, peak {format_bytes(result.peak_memory_bytes)})"
-                 if result.fits else f" ({result.message})" if result.message else "")
-        return result.fits
-
-    def finish(self, max_fit: int, capped: bool) -> BatchSearchResult:
-        fitted = [p for p in self.results if p.fits]
-        best = max(fitted, key=lambda p: (p.samples_per_s or 0.0, p.batch_size))
-        return BatchSearchResult(max_batch=max_fit, best_batch=best.batch_size, probes=tuple(self.results),
-                                 capped=capped)
-
-
-def _check_start(recorder: _Recorder, start: int, max_batch: int | None) -> None:
-    if start < 1 or (max_batch is not None and max_batch < start):
-        raise ConfigError(f"batch-size search needs 1 <= start <= max_batch, got start {start}, max {max_batch}")
-    if not recorder(start):
-        failed = recorder.results[-1]
-        why = {"oom": "runs out of memory", "timeout": "timed out", "error": "fails"}[failed.status]
-        raise BatchSizeError(f"batch size {start} {why}: {failed.message or failed.status}")
-
-
-def search_batch_size(probe: Callable[[int], ProbeResult], *, max_batch: int | None = None,
-                      start: int = 1) -> BatchSearchResult:
-    """The largest batch for which ``probe`` fits: doubling from ``start``, then bisection.
-
-    Args:
-        probe: runs one batch size; any status but ``ok`` counts as not fitting.
-        max_batch: never probe above this (None: no cap).
-        start: the first batch probed; it must fit.
-
-    Raises:
-        BatchSizeError: ``start`` does not fit.
-        ConfigError: ``start`` or ``max_batch`` out of range.
-    """
-    recorder = _Recorder(probe)
-    _check_start(recorder, start, max_batch)
-    low, high = start, None  # low fits; high (when known) does not
-    while high is None:
-        nxt = low * 2 if max_batch is None else min(low * 2, max_batch)
-        if nxt == low:
-            return recorder.finish(low, capped=True)
-        if recorder(nxt):
-            low = nxt
-        else:
-            high = nxt
-    while high - low > 1:
-        mid = (low + high) // 2
-        if recorder(mid):
-            low = mid
-        else:
-            high = mid
-    return recorder.finish(low, capped=False)
-
-
-def linear_scan(probe: Callable[[int], ProbeResult], *, max_batch: int | None = None, start: int = 1,
-                step: int = 1) -> BatchSearchResult:
-    """The original tool's search: ``start, start + step, ...`` until a probe fails (for comparison).
-
-    Raises:
-        BatchSizeError, ConfigError: as :func:`search_batch_size`.
-    """
-    if step < 1:
-        raise ConfigError(f"linear scan step must be >= 1, got {step}")
-    recorder = _Recorder(probe)
-    _check_start(recorder, start, max_batch)
-    batch = start
-    while max_batch is None or batch + step <= max_batch:
-        if not recorder(batch + step):
-            return recorder.finish(batch, capped=False)
-        batch += step
-    return recorder.finish(batch, capped=True)
-
-
-def analytic_probe_count(limit: int, method: Literal["bisection", "linear"] = "bisection") -> int:
-    """Probes a search from batch 1 (no cap) makes when the largest batch that fits is ``limit``."""
-    if limit < 1:
-        raise ValueError("limit must be >= 1")
-    return limit + 1 if method == "linear" else 2 * int(math.floor(math.log2(limit))) + 2
-
-
-# --------------------------------------------------------------------------------------------
-# Probes in Ray actors
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """How every probe of a search runs (sent to the probe actors)."""
-
-    trainer: TunableTrainer
-    resolution: int
-    precision: str
-    use_gpu: bool
-    memory_budget_bytes: int | None
-    threads: int
-    warmup_steps: int
-    measure_steps: int
-
-
-def _run_probe(settings: ProbeSettings, preset: str, batch_size: int) -> ProbeResult:
-    """Inside the probe process: build the module, probe, report."""
-    import torch
-
-    from .probe import measure_training_step
-
-    torch.set_num_threads(settings.threads)
-    if settings.use_gpu and settings.memory_budget_bytes:
-        # A GPU budget below the card's memory: the caching allocator raises OOM above it.
-        total = torch.cuda.get_device_properties(0).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, settings.memory_budget_bytes / total))
-    module = settings.trainer.probe_module(preset, settings.resolution)
-    return measure_training_step(module, batch_size, precision=settings.precision,
-                                 accelerator="gpu" if settings.use_gpu else "cpu",
-                                 warmup_steps=settings.warmup_steps, measure_steps=settings.measure_steps,
-                                 memory_budget_bytes=settings.memory_budget_bytes)
-
-
-@functools.lru_cache(maxsize=None)
-def _probe_actor_class():
-    import ray
-
-    @ray.remote(max_restarts=0, max_task_retries=0)
-    class ProbeActor:
-        """One probe's process: created for one probe and killed after it."""
-
-        def ready(self) -> bool:
-            return True
-
-        def run(self, settings: ProbeSettings, preset: str, batch_size: int) -> ProbeResult:
-            return _run_probe(settings, preset, batch_size)
-
-    return ProbeActor
-
-
-def probe_in_fresh_actor(settings: ProbeSettings, preset: str, batch_size: int, *, timeout_s: float,
-                         cpus: float = 1.0) -> ProbeResult:
-    """Run one probe in a new actor process and kill the process afterwards.
-
-    A probe that runs longer than ``timeout_s`` (after its actor started) is killed and reported
-    as ``timeout``; a process that dies (Ray's memory monitor, a segfault) is ``oom`` or ``error``.
-
-    Raises:
-        MicroforgeError: the actor could not be scheduled within :data:`SCHEDULE_TIMEOUT_S`.
-    """
-    import ray
-    from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError
-
-    actor = _probe_actor_class().options(num_cpus=cpus, num_gpus=1 if settings.use_gpu else 0).remote()
-    try:
-        try:
-            ray.get(actor.ready.remote(), timeout=SCHEDULE_TIMEOUT_S)
-        except GetTimeoutError:
-            raise MicroforgeError(f"no {'GPU' if settings.use_gpu else f'{cpus} CPUs'} free for a probe actor "
-                                  f"within {SCHEDULE_TIMEOUT_S:.0f} s") from None
-        try:
-            return ray.get(actor.run.remote(settings, preset, batch_size), timeout=timeout_s)
-        except GetTimeoutError:
-            return ProbeResult(batch_size, "timeout", message=f"probe killed after {timeout_s:g} s")
-        except OutOfMemoryError as exc:
-            return ProbeResult(batch_size, "oom", message=f"Ray's memory monitor killed the probe ({_first_line(exc)})")
-        except RayActorError as exc:
-            status = "oom" if "memory" in str(exc).lower() else "error"
-            return ProbeResult(batch_size, status, message=f"probe process died ({_first_line(exc)})")
-    finally:
-        ray.kill(actor, no_restart=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(exc).__name__
-
-
 @dataclass(frozen=True)
 class BatchSizeReport:
     """Outcome of a :class:`BatchSizeSearch` for every preset.
@@ -306,7 +67,7 @@ class BatchSizeReport:
         seconds: wall time of the whole search.
     """
 
-    trainer: str
+    workload: str
     resolution: int
     precision: str
     device: str
@@ -318,11 +79,11 @@ class BatchSizeReport:
 
 @dataclass(frozen=True)
 class BatchSizeSearch:
-    """Search the largest and the fastest batch of each preset of a trainer on this Ray cluster.
+    """Search the largest and the fastest batch of each preset of a workload on this Ray cluster.
 
     Args:
-        trainer: tunable trainer name (e.g. ``"unet"``).
-        presets: presets to search; resolution: input side in pixels.
+        workload: a workload name or alias (e.g. ``"delineation"``), or a :class:`Workload`.
+        presets: presets to search (empty: all of the workload's); resolution: input side in pixels.
         precision: ``fp32``, ``bf16-mixed`` or ``16-mixed`` (16-mixed needs a GPU).
         device: ``auto`` (a GPU when the cluster has one), ``gpu`` or ``cpu``.
         memory_budget: bytes (or a size such as ``"4GiB"``) a probe may use: required on CPUs
@@ -333,13 +94,14 @@ class BatchSizeSearch:
         parallel: presets searched at once (None: one per GPU on GPUs, 1 on CPUs so timings do
             not compete for cores).
         warmup_steps, measure_steps: steps per probe (untimed, timed).
+        trainer_options: extra Lightning ``Trainer`` arguments of the jobs the batch is for.
 
     Raises:
-        ConfigError: unknown trainer or preset, a resolution the model cannot take, a precision
+        ConfigError: unknown workload or preset, a resolution the model cannot take, a precision
             the device cannot run, or a missing CPU budget.
     """
 
-    trainer: str
+    workload: "str | Workload"
     presets: tuple[str, ...]
     resolution: int
     precision: str = "fp32"
@@ -351,17 +113,24 @@ class BatchSizeSearch:
     parallel: int | None = None
     warmup_steps: int = 1
     measure_steps: int = 3
+    trainer_options: dict = field(default_factory=dict)
 
-    def check(self) -> TunableTrainer:
+    def resolve(self) -> "Workload":
+        from microforge.trainers.workload import Workload, get_workload
+
+        return self.workload if isinstance(self.workload, Workload) else get_workload(self.workload)
+
+    def preset_names(self) -> tuple[str, ...]:
+        return tuple(self.presets) or self.resolve().presets
+
+    def check(self) -> "Workload":
         """Validate everything that does not need Ray; build each preset once (cheap, on CPU).
 
         Raises:
             ConfigError: see the class.
         """
-        trainer = resolve_tunable_trainer(self.trainer)
-        normalize_precision(self.precision)
-        if not self.presets:
-            raise ConfigError("name at least one preset")
+        workload = self.resolve()
+        normalize_precision(self.precision, allow_auto=False)
         if self.resolution < 1:
             raise ConfigError(f"resolution must be >= 1 pixel, got {self.resolution}")
         if self.max_batch is not None and self.max_batch < 1:
@@ -372,9 +141,9 @@ class BatchSizeSearch:
             raise ConfigError(f"device must be auto, gpu or cpu, got '{self.device}'")
         if self.memory_budget is not None:
             parse_memory(self.memory_budget)
-        for preset in self.presets:
-            trainer.probe_module(preset, self.resolution)  # unknown preset, resolution not divisible...
-        return trainer
+        for preset in self.preset_names():
+            workload.probe_module(preset, self.resolution)  # unknown preset, resolution not divisible...
+        return workload
 
     def run(self, *, address: str | None = None,
             on_start: Callable[[str | None], None] | None = None) -> BatchSizeReport:
@@ -389,8 +158,9 @@ class BatchSizeSearch:
 
         from microforge.platform.runtime import ray_runtime
 
-        trainer = self.check()
-        precision = normalize_precision(self.precision)
+        workload = self.check()
+        presets = self.preset_names()
+        precision = normalize_precision(self.precision, allow_auto=False)
         budget = parse_memory(self.memory_budget) if self.memory_budget is not None else None
         started = time.perf_counter()
         with ray_runtime(address):
@@ -412,16 +182,16 @@ class BatchSizeSearch:
                 if self.cpus_per_probe > resources.get("CPU", 0):
                     raise ConfigError(f"a probe needs {self.cpus_per_probe} CPUs but the cluster has "
                                       f"{resources.get('CPU', 0):g}")
-            settings = ProbeSettings(trainer=trainer, resolution=self.resolution, precision=precision,
+            settings = ProbeSettings(workload=workload, resolution=self.resolution, precision=precision,
                                      use_gpu=use_gpu, memory_budget_bytes=budget,
                                      threads=max(1, int(self.cpus_per_probe)), warmup_steps=self.warmup_steps,
-                                     measure_steps=self.measure_steps)
+                                     measure_steps=self.measure_steps, trainer_options=dict(self.trainer_options))
             parallel = self.parallel or (max(1, gpus) if use_gpu else 1)
             log.info("batch-size search for %s at %d px, %s, on %s: presets %s, %d at a time",
-                     trainer.name, self.resolution, precision, "GPUs" if use_gpu else f"CPU ({format_bytes(budget)})",
-                     ", ".join(self.presets), parallel)
-            with ThreadPoolExecutor(max_workers=min(parallel, len(self.presets))) as pool:
-                futures = {preset: pool.submit(self._search_preset, settings, preset) for preset in self.presets}
+                     workload.name, self.resolution, precision, "GPUs" if use_gpu else f"CPU ({format_bytes(budget)})",
+                     ", ".join(presets), parallel)
+            with ThreadPoolExecutor(max_workers=min(parallel, len(presets))) as pool:
+                futures = {preset: pool.submit(self._search_preset, settings, preset) for preset in presets}
                 outcomes = {preset: future.result() for preset, future in futures.items()}
         results = {p: r for p, r in outcomes.items() if isinstance(r, BatchSearchResult)}
         errors = {p: r for p, r in outcomes.items() if isinstance(r, str)}
@@ -431,7 +201,7 @@ class BatchSizeSearch:
             device, memory = (first.device, first.device_memory_bytes) if first else ("gpu", None)
             if budget and memory:
                 memory = min(memory, budget)
-        return BatchSizeReport(trainer=trainer.name, resolution=self.resolution, precision=precision, device=device,
+        return BatchSizeReport(workload=workload.name, resolution=self.resolution, precision=precision, device=device,
                                device_memory_bytes=memory, results=results, errors=errors,
                                seconds=time.perf_counter() - started)
 
@@ -444,3 +214,17 @@ class BatchSizeSearch:
             return search_batch_size(probe, max_batch=self.max_batch)
         except BatchSizeError as exc:
             return f"preset {preset}: {exc}"
+
+
+def recommendations_from_report(report: BatchSizeReport) -> list[Recommendation]:
+    """One record per preset a :class:`BatchSizeReport` searched successfully (none without a
+    known device memory)."""
+    if report.device_memory_bytes is None:
+        return []
+    return [Recommendation(workload=report.workload, preset=preset, resolution=report.resolution,
+                           precision=report.precision, device=report.device,
+                           device_memory_bytes=int(report.device_memory_bytes), max_batch=result.max_batch,
+                           best_batch=result.best_batch, samples_per_s=float(result.best.samples_per_s or 0.0),
+                           step_time_s=float(result.best.step_time_s or 0.0),
+                           peak_memory_bytes=result.best.peak_memory_bytes, capped=result.capped)
+            for preset, result in report.results.items()]

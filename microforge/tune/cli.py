@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from importlib import resources
 from pathlib import Path
 
 from ..platform.cli import add_address_argument
@@ -13,28 +12,24 @@ from ..platform.errors import ConfigError
 DEFAULT_EXPERIMENTS_DIR = "tune"
 
 
-def default_space(trainer: str) -> Path | None:
-    """The example search space shipped for ``trainer`` (``microforge/tune/spaces/<trainer>.yaml``)."""
-    path = Path(str(resources.files("microforge.tune") / "spaces" / f"{trainer}.yaml"))
-    return path if path.is_file() else None
-
-
 def register(groups: argparse._SubParsersAction) -> None:
     tune = groups.add_parser("tune", help="hyperparameter and hardware batch-size searches")
     commands = tune.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     hp = commands.add_parser(
-        "hparams", help="Ray Tune search over a trainer's hyperparameters (ASHA), best model exported",
-        description="Search a trainer's hyperparameters with Ray Tune: every trial is a training run; ASHA "
-                    "stops trials that fall behind. Writes results.parquet, TensorBoard logs per trial and "
+        "hparams", help="Ray Tune search over a workload's options (ASHA), best model exported",
+        description="Search a workload's options and job hyperparameters (batch_size, precision, "
+                    "gradient_clip_val) with Ray Tune: every trial is a training run; ASHA stops trials that "
+                    "fall behind. Writes results.parquet, TensorBoard logs per trial and "
                     "the best trial's model artifact into the experiment directory.")
-    hp.add_argument("--trainer", default=None, help="trainer to tune (e.g. unet)")
-    hp.add_argument("--space", default=None,
-                    help="search space YAML (default: the trainer's example, microforge/tune/spaces/<trainer>.yaml)")
+    _add_workload_argument(hp, required=False)
+    hp.add_argument("--space", default=None, help="search space YAML (default: the workload's default space)")
     hp.add_argument("--samples", type=int, default=8, help="configurations sampled (default %(default)s)")
     hp.add_argument("--max-epochs", type=int, default=10, help="epochs of a trial never stopped (default %(default)s)")
     hp.add_argument("--scheduler", choices=("asha", "none"), default="asha", help="trial scheduler (default asha)")
-    hp.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
+    hp.add_argument("--grace-period", type=int, default=1,
+                    help="ASHA: reports (one per the workload's cadence of epochs or steps) before a trial can "
+                         "be stopped (default %(default)s)")
     hp.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1/factor of trials per rung")
     hp.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (default 0: CPU)")
     hp.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial's worker (default: planned)")
@@ -42,7 +37,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     hp.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     hp.add_argument("--out", default=DEFAULT_EXPERIMENTS_DIR,
                     help=f"experiments directory (default ./{DEFAULT_EXPERIMENTS_DIR})")
-    hp.add_argument("--name", default=None, help="experiment name (default <trainer>-<time>)")
+    hp.add_argument("--name", default=None, help="experiment name (default <workload>-<time>)")
     hp.add_argument("--resume", metavar="EXPERIMENT_DIR", default=None,
                     help="continue an interrupted experiment (its own settings are used)")
     add_address_argument(hp)
@@ -54,8 +49,8 @@ def register(groups: argparse._SubParsersAction) -> None:
                     "bisection) and the batch with the best samples/s, each probe in a fresh Ray actor (one "
                     "GPU each; on CPUs against --memory-budget). The results become the default batch size "
                     "of `microforge train` on this device.")
-    bs.add_argument("--trainer", required=True, help="trainer (e.g. unet)")
-    bs.add_argument("--presets", default=None, help="comma-separated presets (default: all of the trainer's)")
+    _add_workload_argument(bs, required=True)
+    bs.add_argument("--presets", default=None, help="comma-separated presets (default: all of the workload's)")
     bs.add_argument("--resolution", type=int, required=True, help="input side in pixels")
     bs.add_argument("--precision", default="fp32", help="fp32, bf16-mixed or 16-mixed (default fp32)")
     bs.add_argument("--memory-budget", default=None,
@@ -71,6 +66,13 @@ def register(groups: argparse._SubParsersAction) -> None:
     bs.add_argument("--no-save", action="store_true", help="do not store the recommendations")
     add_address_argument(bs)
     bs.set_defaults(func=_batch_size)
+
+
+def _add_workload_argument(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    from ..trainers.workload import workload_names
+
+    parser.add_argument("--workload", "--trainer", dest="workload", metavar="NAME", required=required,
+                        default=None, help=f"workload ({', '.join(workload_names())}; --trainer: the old spelling)")
 
 
 def _print_watch(experiment_dir: Path | None, url: str | None) -> None:
@@ -97,15 +99,9 @@ def _hparams(args: argparse.Namespace) -> int:
     if args.resume:
         result = resume_hparam_search(args.resume, address=args.address, on_start=_print_watch)
     else:
-        if not args.trainer:
-            raise ConfigError("tune hparams needs --trainer (or --resume EXPERIMENT_DIR)")
-        space = args.space or default_space(args.trainer)
-        if space is None:
-            from .trainers import resolve_tunable_trainer
-
-            resolve_tunable_trainer(args.trainer)  # an unknown trainer says so first
-            raise ConfigError(f"trainer '{args.trainer}' has no example search space: pass --space SPACE.yaml")
-        search = HparamSearch(trainer=args.trainer, space=space, samples=args.samples, max_epochs=args.max_epochs,
+        if not args.workload:
+            raise ConfigError("tune hparams needs --workload (or --resume EXPERIMENT_DIR)")
+        search = HparamSearch(workload=args.workload, space=args.space, samples=args.samples, max_epochs=args.max_epochs,
                               scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
                               cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
                               grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed)
@@ -132,14 +128,15 @@ def _hparams(args: argparse.Namespace) -> int:
 
 
 def _batch_size(args: argparse.Namespace) -> int:
-    from .batch_search import BatchSizeError, BatchSizeSearch
+    from ..platform.recommendations import save_recommendations
+    from ..trainers.workload import get_workload
+    from .batch_search import BatchSizeSearch, recommendations_from_report
+    from .bisection import BatchSizeError
     from .probe import format_bytes
-    from ..platform.recommendations import recommendations_from_report, save_recommendations
-    from .trainers import resolve_tunable_trainer
 
-    trainer = resolve_tunable_trainer(args.trainer)
-    presets = tuple(p.strip() for p in args.presets.split(",") if p.strip()) if args.presets else trainer.presets
-    search = BatchSizeSearch(trainer=args.trainer, presets=presets, resolution=args.resolution,
+    workload = get_workload(args.workload)
+    presets = tuple(p.strip() for p in args.presets.split(",") if p.strip()) if args.presets else workload.presets
+    search = BatchSizeSearch(workload=workload, presets=presets, resolution=args.resolution,
                              precision=args.precision, device=args.device, memory_budget=args.memory_budget,
                              max_batch=args.max_batch, timeout_s=args.timeout, cpus_per_probe=args.cpus_per_probe,
                              parallel=args.parallel, measure_steps=args.steps)
@@ -147,7 +144,7 @@ def _batch_size(args: argparse.Namespace) -> int:
 
     memory = format_bytes(report.device_memory_bytes)
     where = f"CPU, budget {memory}" if report.device == "cpu" else f"{report.device}, {memory}"
-    print(f"\n{report.trainer} at {report.resolution} px, {report.precision}, on {where} ({report.seconds:.0f} s)")
+    print(f"\n{report.workload} at {report.resolution} px, {report.precision}, on {where} ({report.seconds:.0f} s)")
     header = ["preset", "max batch", "peak memory", "best batch", "samples/s", "step ms", "probes"]
     rows = []
     for preset in presets:

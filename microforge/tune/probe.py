@@ -1,8 +1,10 @@
 """One batch-size probe: time full training steps of a module at one batch size and measure peak memory.
 
-A probe runs ``warmup_steps + measure_steps`` training steps (forward, loss, backward, gradient
-clipping, optimizer step: Lightning's automatic optimisation with the same precision plugin as a
-real run) on a random batch from the module's ``example_batch(batch_size)``. Running out of memory
+A probe runs ``warmup_steps + measure_steps`` training steps on a random batch from the module's
+``example_batch(batch_size)``, in a Lightning ``Trainer`` built by the one factory that training
+uses (:func:`microforge.trainers.trainer_factory.build_trainer`): the same precision, the same
+optimisation mode (automatic: forward, loss, backward, gradient clipping, optimizer step; manual:
+the module's own step, never clipped by Lightning) and the job's trainer options. Running out of memory
 is an outcome, not a crash: a ``torch.cuda.OutOfMemoryError`` (or the CPU allocator's failure) is
 caught, references are dropped and the CUDA cache is emptied, and the probe reports ``"oom"``.
 
@@ -134,7 +136,9 @@ def measure_training_step(
     warmup_steps: int = 1,
     measure_steps: int = 3,
     memory_budget_bytes: int | None = None,
+    optimization: Literal["automatic", "manual"] = "automatic",
     gradient_clip_val: float | None = 1.0,
+    trainer_options: dict[str, Any] | None = None,
 ) -> ProbeResult:
     """Train ``module`` for a few steps at ``batch_size`` and report time and peak memory.
 
@@ -145,6 +149,8 @@ def measure_training_step(
         warmup_steps: steps not timed (allocator growth, cuDNN autotuning).
         measure_steps: timed steps; the step time is their median.
         memory_budget_bytes: a peak above it makes the result ``oom``.
+        optimization, gradient_clip_val, trainer_options: as the workload's training job (clipping
+            applies under automatic optimisation only).
 
     Returns:
         A :class:`ProbeResult`; out-of-memory and other exceptions are reported, not raised.
@@ -152,7 +158,7 @@ def measure_training_step(
     import torch
 
     from microforge.trainers.data import EpochBatches
-    from microforge.trainers.lightning_import import pl
+    from microforge.trainers.trainer_factory import build_trainer
 
     cuda = accelerator == "gpu"
     device, total = "cpu", None
@@ -171,10 +177,9 @@ def measure_training_step(
         loader = EpochBatches(lambda: iter([batch] * steps), steps)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Lightning's advice on loaders, logging and SLURM does not apply here
-            trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, max_epochs=1,
-                                 gradient_clip_val=gradient_clip_val, callbacks=[timer], logger=False,
-                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                                 num_sanity_val_steps=0, limit_val_batches=0)
+            trainer = build_trainer(precision=precision, use_gpu=cuda, optimization=optimization,
+                                    gradient_clip_val=gradient_clip_val, trainer_options=trainer_options,
+                                    max_epochs=1, callbacks=[timer], logger=False, devices=1, limit_val_batches=0)
             trainer.fit(module, train_dataloaders=loader)
     except Exception as exc:  # OOM is an outcome; anything else is reported as an error, not raised
         status = "oom" if is_out_of_memory(exc) else "error"

@@ -1,4 +1,4 @@
-"""Hyperparameter search spaces written in YAML, checked against what a trainer can tune.
+"""Hyperparameter search spaces written in YAML, checked against what a workload can tune.
 
 A space file maps hyperparameter names to a constant or to one distribution::
 
@@ -8,7 +8,8 @@ A space file maps hyperparameter names to a constant or to one distribution::
     preset: {grid: [tiny, small]}          # every value (times --samples)
     image_size: 64                         # a constant
 
-Names must be hyperparameters of the trainer (:meth:`TunableTrainer.hyperparameters`): an unknown
+Names must be hyperparameters of the workload (its options and the job-level ``batch_size``,
+``precision``, ``gradient_clip_val``: :func:`microforge.tune.trials.hyperparameters`): an unknown
 name is an error with a did-you-mean, as is an unknown distribution or a malformed argument.
 Parsing does not import Ray; :meth:`SearchSpace.param_space` builds the Ray Tune objects.
 """
@@ -124,10 +125,10 @@ def load_search_space(source: str | Path | Mapping[str, Any], hyperparameters: l
 
     Args:
         source: file path or mapping ``{name: constant | {distribution: args}}``.
-        hyperparameters: the names the trainer accepts.
+        hyperparameters: the names the workload accepts.
 
     Raises:
-        ConfigError: unreadable file, a name the trainer does not have (with a did-you-mean),
+        ConfigError: unreadable file, a name the workload does not have (with a did-you-mean),
             an invalid distribution or arguments, or a space with nothing to search.
     """
     where = f" ({source})" if not isinstance(source, Mapping) else ""

@@ -1,17 +1,18 @@
-"""A U-Net trainer whose training crashes once, at the start of its second epoch (for the restore test).
+"""A delineation workload whose training crashes once, at the start of its second epoch (for the
+restore test).
 
 Imported by Ray workers through its import path; the driver's working directory (the repository
-root under ``python -m pytest``) is on their ``sys.path``.
+root under ``python -m pytest``) is on their ``sys.path``. The test registers :data:`CRASH_ONCE`
+in its own process only; the search hands the object to its trials.
 """
 
-from dataclasses import replace
 from pathlib import Path
 
-from microforge.trainers.unet.lightning import UNetModule
-from microforge.tune import TunableTrainer
-from microforge.tune.unet import unet_tuning_job
+from pydantic import Field
 
-MODULE = "tests.tune.crashing:CrashOnceUNet"
+from microforge.trainers.unet.lightning import UNetModule
+from microforge.trainers.unet.workload import DELINEATION, DelineationOptions
+from microforge.trainers.workload import Workload
 
 
 class CrashOnceUNet(UNetModule):
@@ -29,14 +30,20 @@ class CrashOnceUNet(UNetModule):
         super().on_train_epoch_start()
 
 
-def crash_once_job(params, *, epochs, runs_dir, name):
-    params = dict(params)
-    marker = params.pop("crash_marker")
-    job = unet_tuning_job(params, epochs=epochs, runs_dir=runs_dir, name=name)
-    return replace(job, module=MODULE, module_config={**job.module_config, "crash_marker": marker})
+class CrashOnceOptions(DelineationOptions):
+    """Delineation options plus the marker file (the delineation plan passes it to the module)."""
+
+    crash_marker: str = Field("", description="file whose absence makes epoch 2 crash (and creates it)")
 
 
-CRASH_ONCE = TunableTrainer(name="crash-once-unet", module=MODULE, make_job="tests.tune.crashing:crash_once_job",
-                            make_probe_module="microforge.tune.unet:unet_probe_module",
-                            presets=("tiny", "small", "standard"), metric="val_dice", mode="max",
-                            data_parameters=("train_samples", "val_samples", "seed"))
+CRASH_ONCE = Workload(
+    name="crash-once",
+    description="delineation whose second epoch crashes once",
+    module="tests.tune.crashing:CrashOnceUNet",
+    options="tests.tune.crashing:CrashOnceOptions",
+    plan=DELINEATION.plan,
+    presets=DELINEATION.presets,
+    metric=DELINEATION.metric,
+    mode=DELINEATION.mode,
+    legacy_names=dict(DELINEATION.legacy_names),
+)

@@ -1,5 +1,6 @@
-"""Batch-size search: the algorithm against known memory limits, OOM as an outcome, real CPU probes
-in Ray actors against a memory budget, and bad input through the CLI."""
+"""Batch-size search: the algorithm against known memory limits, OOM as an outcome, a manual-
+optimisation module, real CPU probes in Ray actors against a memory budget, and bad input through
+the CLI."""
 
 import math
 
@@ -18,12 +19,18 @@ from microforge.tune import (
     parse_memory,
     search_batch_size,
 )
-from microforge.tune.batch_search import ProbeSettings, probe_in_fresh_actor
+from microforge.trainers.workload import get_workload
 from microforge.tune.probe import apply_memory_budget
-from microforge.tune.trainers import resolve_tunable_trainer
-from microforge.tune.unet import unet_probe_module
+from microforge.tune.probe_actor import WORKLOAD_CLIP, ProbeSettings, probe_in_fresh_actor, run_probe
 
 MiB = 2**20
+DELINEATION = get_workload("delineation")
+
+
+def probe_settings(workload=DELINEATION, resolution=32, **overrides):
+    fields = dict(workload=workload, resolution=resolution, precision="32-true", use_gpu=False,
+                  memory_budget_bytes=None, threads=1, warmup_steps=0, measure_steps=1)
+    return ProbeSettings(**{**fields, **overrides})
 
 
 def limit_probe(limit, calls=None):
@@ -92,7 +99,7 @@ def test_failures_other_than_oom_count_as_not_fitting_and_batch_one_must_fit():
 
 
 def oom_module(limit):
-    module = unet_probe_module("tiny", 32)
+    module = DELINEATION.probe_module("tiny", 32)
     step = module.training_step
 
     def training_step(batch, batch_idx):
@@ -126,30 +133,61 @@ def test_parse_memory():
             parse_memory(bad)
 
 
+def test_a_manual_optimisation_module_is_probed_without_gradient_clipping():
+    """Lightning refuses gradient clipping under manual optimisation: the probe builds its Trainer
+    like a training run does, clipping only in automatic mode (even when asked to clip)."""
+    from tests.tune.manual_module import MANUAL
+
+    torch.set_num_threads(1)
+    for clip in (WORKLOAD_CLIP, 1.0):
+        result = run_probe(probe_settings(MANUAL, 16, gradient_clip_val=clip), "tiny", 2)
+        assert result.status == "ok", result.message
+        assert result.step_time_s > 0 and "gradient clipping" not in result.message
+    # what a probe that ignored the optimisation mode would have met
+    module = MANUAL.probe_module("tiny", 16)
+    wrong = measure_training_step(module, 2, warmup_steps=0, measure_steps=1, optimization="automatic",
+                                  gradient_clip_val=1.0)
+    assert wrong.status == "error" and "Automatic gradient clipping is not supported" in wrong.message
+
+
 def test_a_hung_probe_is_killed_after_its_timeout(ray_local):
-    settings = ProbeSettings(trainer=resolve_tunable_trainer("unet"), resolution=32, precision="32-true",
-                             use_gpu=False, memory_budget_bytes=None, threads=1, warmup_steps=0, measure_steps=1)
     # importing torch and Lightning alone takes longer than 0.2 s in a fresh process
-    result = probe_in_fresh_actor(settings, "tiny", 1, timeout_s=0.2, cpus=0.5)
+    result = probe_in_fresh_actor(probe_settings(), "tiny", 1, timeout_s=0.2, cpus=0.5)
     assert result.status == "timeout" and "killed after 0.2 s" in result.message
 
 
+# The default suite probes through the CLI in tests/workloads (the manual-optimisation toy GAN).
+@pytest.mark.slow
+def test_small_search_through_the_cli_stores_a_recommendation_for_the_workload(ray_local, state_home, capsys):
+    """Two real probes (batch 1 and 2 of the tiny U-Net at 32 px), each in a fresh actor; the old
+    ``--trainer unet`` spelling names the delineation workload."""
+    code = main(["tune", "batch-size", "--trainer", "unet", "--presets", "tiny", "--resolution", "32",
+                 "--memory-budget", "8GiB", "--max-batch", "2", "--steps", "1", "--timeout", "300"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "delineation at 32 px, 32-true, on CPU" in out and "+: reached --max-batch" in out
+    [record] = load_recommendations()
+    assert (record.workload, record.preset, record.resolution, record.precision, record.device,
+            record.device_memory_bytes) == ("delineation", "tiny", 32, "32-true", "cpu", 8 * 2**30)
+    assert record.max_batch == 2 and record.capped and record.best_batch in (1, 2) and record.samples_per_s > 0
+
+
+@pytest.mark.slow
 def test_real_cpu_probes_in_actors_against_a_memory_budget(ray_local, state_home, capsys):
     """Each probe in a fresh actor process; the budget is set a little above the peak RSS of batch 1."""
-    settings = ProbeSettings(trainer=resolve_tunable_trainer("unet"), resolution=128, precision="32-true",
-                             use_gpu=False, memory_budget_bytes=None, threads=1, warmup_steps=0, measure_steps=1)
+    settings = probe_settings(resolution=128)
     baseline = probe_in_fresh_actor(settings, "tiny", 1, timeout_s=120, cpus=1)
     assert baseline.fits and baseline.device == "cpu"
     budget = baseline.peak_memory_bytes + 96 * MiB
-    code = main(["tune", "batch-size", "--trainer", "unet", "--presets", "tiny", "--resolution", "128",
+    code = main(["tune", "batch-size", "--workload", "delineation", "--presets", "tiny", "--resolution", "128",
                  "--precision", "fp32", "--memory-budget", str(budget), "--max-batch", "32", "--steps", "1",
                  "--timeout", "120"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "unet at 128 px, 32-true, on CPU" in out and "Ray dashboard:" in out
+    assert "delineation at 128 px, 32-true, on CPU" in out and "Ray dashboard:" in out
     [record] = load_recommendations()
-    assert (record.device, record.device_memory_bytes, record.trainer, record.preset, record.resolution,
-            record.precision) == ("cpu", budget, "unet", "tiny", 128, "32-true")
+    assert (record.device, record.device_memory_bytes, record.workload, record.preset, record.resolution,
+            record.precision) == ("cpu", budget, "delineation", "tiny", 128, "32-true")
     assert 1 <= record.best_batch <= record.max_batch < 32
     assert record.peak_memory_bytes <= budget and record.samples_per_s > 0
     row = next(line.split() for line in out.splitlines() if line.startswith("tiny"))
@@ -158,10 +196,10 @@ def test_real_cpu_probes_in_actors_against_a_memory_budget(ray_local, state_home
 
 
 def test_bad_batch_search_input_exits_2(ray_local, state_home, capsys):
-    base = ["tune", "batch-size", "--trainer", "unet", "--presets", "tiny", "--precision", "fp32"]
+    base = ["tune", "batch-size", "--workload", "delineation", "--presets", "tiny", "--precision", "fp32"]
     cases = [
         (["--resolution", "36", "--memory-budget", "4GiB"], "use a multiple of 8"),
-        (["--resolution", "32", "--trainer", "unett"], "unknown trainer 'unett' (did you mean 'unet'?)"),
+        (["--resolution", "32", "--workload", "unett"], "unknown workload 'unett' (did you mean 'unet'?)"),
         (["--resolution", "32", "--presets", "tiny,smal", "--memory-budget", "4GiB"],
          "no preset 'smal' (did you mean 'small'?)"),
         (["--resolution", "32"], "needs a memory budget"),
@@ -180,12 +218,11 @@ def test_bad_batch_search_input_exits_2(ray_local, state_home, capsys):
 @pytest.mark.gpu
 def test_gpu_search_keys_recommendations_by_the_card_and_survives_cuda_oom(ray_local, state_home):
     """On a GPU: probes hold one GPU each; a budget far below the card makes CUDA OOM happen."""
-    from microforge.tune import BatchSizeSearch
-    from microforge.platform.recommendations import recommendations_from_report
+    from microforge.tune import BatchSizeSearch, recommendations_from_report
 
     if not torch.cuda.is_available() or not ray_local.cluster_resources().get("GPU"):
         pytest.skip("needs a CUDA GPU in the Ray cluster")
-    report = BatchSizeSearch(trainer="unet", presets=("tiny",), resolution=256, precision="bf16-mixed",
+    report = BatchSizeSearch(workload="delineation", presets=("tiny",), resolution=256, precision="bf16-mixed",
                              device="gpu", memory_budget="1GiB", timeout_s=120).run()
     result = report.results["tiny"]
     assert report.device == torch.cuda.get_device_name(0) and report.device_memory_bytes == 2**30

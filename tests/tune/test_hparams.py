@@ -1,5 +1,5 @@
-"""Hyperparameter search: spaces, resources, bad input, an ASHA search through the CLI, and the
-restore of an interrupted search."""
+"""Hyperparameter search: spaces, resources, bad input, a small search through the CLI, and (slow)
+an ASHA search and the restore of an interrupted search."""
 
 from pathlib import Path
 
@@ -10,15 +10,17 @@ from ray import tune
 
 from microforge.platform.cli import main
 from microforge.platform.errors import ConfigError
-from microforge.trainers import latest_checkpoint, load_model, read_run
-from microforge.tune import HparamSearch, load_search_space, resolve_tunable_trainer, run_hparam_search
-from microforge.tune.cli import default_space
-from microforge.tune.hparams import plan_trial_resources
+from microforge.trainers import load_model
+from microforge.trainers.runs import latest_checkpoint, read_run
+from microforge.trainers.workload import get_workload
+from microforge.tune import HparamSearch, hyperparameters, load_search_space, run_hparam_search
+from microforge.tune.trials import build_trial_job, max_reports, plan_trial_resources
 
 # 2 optimizer steps of 8 blobs of 32 px per epoch, 8 validation blobs: seconds per epoch on a CPU.
 SMALL = {"preset": "tiny", "image_size": 32, "train_samples": 16, "val_samples": 8, "batch_size": 8,
          "boundary_samples": 2}
-UNET_NAMES = resolve_tunable_trainer("unet").hyperparameters()
+DELINEATION = get_workload("delineation")
+UNET_NAMES = hyperparameters(DELINEATION)
 
 
 def write_space(tmp_path, space, name=None):
@@ -39,7 +41,17 @@ def test_space_reads_constants_and_every_distribution():
     ps = space.param_space()
     assert isinstance(ps["lr"], tune.search.sample.Float) and ps["preset"] == {"grid_search": ["tiny", "small"]}
     assert isinstance(ps["batch_size"], tune.search.sample.Categorical)
-    assert load_search_space(default_space("unet"), UNET_NAMES).params  # the shipped example is valid
+    assert load_search_space(DELINEATION.default_space(), UNET_NAMES).params  # the default space is valid
+
+
+def test_a_trial_job_is_the_workloads_job_with_the_job_hyperparameters(tmp_path):
+    job = build_trial_job(DELINEATION, {**SMALL, "lr": 3e-3, "precision": "fp32", "gradient_clip_val": 0.5},
+                          epochs=3, runs_dir=tmp_path, name="run", cpus_per_worker=0.45)
+    assert (job.workload, job.epochs, job.name, job.batch_size, job.precision) == ("delineation", 3, "run", 8, "fp32")
+    assert job.gradient_clip_val == 0.5 and job.early_stopping is None and job.monitor == "val_dice"
+    assert job.module_config["lr"] == 3e-3 and job.options["train_samples"] == 16
+    assert (job.scaling.num_workers, job.scaling.use_gpu, job.scaling.cpus_per_worker) == (1, False, 0.45)
+    assert max_reports(DELINEATION, 10, None) == 10  # ASHA's clock: one report per epoch
 
 
 @pytest.mark.parametrize("space, message", [
@@ -60,7 +72,7 @@ def test_space_errors_name_the_problem(space, message):
 
 
 def test_trial_resources_leave_a_cpu_to_the_data():
-    search = HparamSearch(trainer="unet", space={"lr": {"choice": [1e-3]}})
+    search = HparamSearch(workload="delineation", space={"lr": {"choice": [1e-3]}})
     assert plan_trial_resources(search, 2, 0) == (0.99, 1)
     assert plan_trial_resources(HparamSearch(**{**search.__dict__, "cpus_per_trial": 0.45}), 2, 0) == (0.45, 2)
     assert plan_trial_resources(search, 16, 0) == (1.0, 14)
@@ -80,42 +92,69 @@ def test_bad_hparam_input_exits_2(tmp_path, capsys):
 
     ok = write_space(tmp_path, {**SMALL, "lr": {"choice": [1e-3]}}, "ok.yaml")
     cases = [
-        (["--trainer", "unet", "--space", write_space(tmp_path, {"lrr": {"uniform": [0, 1]}})],
+        (["--workload", "delineation", "--space", write_space(tmp_path, {"lrr": {"uniform": [0, 1]}})],
          "unknown hyperparameter 'lrr' (did you mean 'lr'?)"),
-        (["--trainer", "unet", "--space", write_space(tmp_path, {"lr": {"gaussian": [0, 1]}})],
+        # the old flag and name still work: the workload is found and its options checked
+        (["--trainer", "unet", "--space", write_space(tmp_path, {"batch_sise": {"choice": [4]}})],
+         "unknown hyperparameter 'batch_sise' (did you mean 'batch_size'?)"),
+        (["--workload", "delineation", "--space", write_space(tmp_path, {"lr": {"gaussian": [0, 1]}})],
          "invalid distribution 'gaussian'"),
-        (["--trainer", "unett", "--space", ok], "unknown trainer 'unett' (did you mean 'unet'?)"),
-        (["--trainer", "unett"], "unknown trainer 'unett' (did you mean 'unet'?)"),
-        (["--trainer", "unet", "--space", write_space(tmp_path, {**SMALL, "image_size": {"choice": [32, 36]}})],
-         "image size 36 does not fit U-Net preset 'tiny': use a multiple of 8"),
-        (["--trainer", "unet", "--space", write_space(tmp_path, {**SMALL, "preset": {"grid": ["tiny", "hudge"]}})],
-         "unknown U-Net preset 'hudge'"),
-        (["--trainer", "unet", "--space", write_space(tmp_path, {**SMALL, "lr": {"uniform": [-1.0, 1.0]}})],
-         "UNetModule: need lr > 0"),
-        (["--trainer", "unet", "--space", str(tmp_path / "missing.yaml")], "config file not found"),
-        (["--space", ok], "tune hparams needs --trainer"),
+        (["--workload", "delineatio", "--space", ok], "unknown workload 'delineatio' (did you mean 'delineation'?)"),
+        (["--workload", "unett"], "unknown workload 'unett' (did you mean 'unet'?)"),
+        (["--workload", "delineation", "--space",
+          write_space(tmp_path, {**SMALL, "image_size": {"choice": [32, 36]}})], "use a multiple of 8"),
+        (["--workload", "delineation", "--space",
+          write_space(tmp_path, {**SMALL, "preset": {"grid": ["tiny", "hudge"]}})],
+         "DelineationOptions.preset: Input should be 'tiny', 'small' or 'standard'"),
+        (["--workload", "delineation", "--space",
+          write_space(tmp_path, {**SMALL, "lr": {"uniform": [-1.0, 1.0]}})],
+         "DelineationOptions.lr: Input should be greater than 0"),
+        (["--workload", "delineation", "--space", str(tmp_path / "missing.yaml")], "config file not found"),
+        (["--space", ok], "tune hparams needs --workload"),
         (["--resume", str(tmp_path)], "is not a microforge tune experiment"),
-        (["--trainer", "unet", "--space", ok, "--max-epochs", "0"], "max epochs must be an integer >= 1"),
+        (["--workload", "delineation", "--space", ok, "--max-epochs", "0"], "max epochs must be an integer >= 1"),
     ]
     for args, message in cases:
         code, err = run(*args)
         assert code == 2 and err.startswith("microforge: error: ") and message in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "tune").exists()  # nothing written
     (tmp_path / "tune" / "taken").mkdir(parents=True)
-    code, err = run("--trainer", "unet", "--space", ok, "--name", "taken")
+    code, err = run("--workload", "delineation", "--space", ok, "--name", "taken")
     assert code == 2 and "exists already: resume it with --resume" in err
 
 
-def test_asha_search_finishes_with_a_best_trial_and_an_exported_artifact(ray_local, tmp_path, capsys):
+def search_two_learning_rates(tmp_path, capsys, *flags):
+    """``tune hparams`` over two learning rates on the small data: (output, experiment dir, results)."""
     space = write_space(tmp_path, {**SMALL, "lr": {"grid": [3.0e-3, 1.0e-4]}})
-    code = main(["tune", "hparams", "--trainer", "unet", "--space", space, "--samples", "1", "--max-epochs", "2",
-                 "--scheduler", "asha", "--cpus-per-trial", "0.45", "--out", str(tmp_path / "tune"), "--name", "e"])
+    code = main(["tune", "hparams", "--workload", "delineation", "--space", space, "--samples", "1",
+                 "--cpus-per-trial", "0.45", "--out", str(tmp_path / "tune"), "--name", "e", *flags])
     out = capsys.readouterr().out
     assert code == 0, out
     experiment = tmp_path / "tune" / "e"
-    assert f"experiment: {experiment}" in out and "Ray dashboard:" in out
-    assert f"TensorBoard: tensorboard --logdir {experiment}" in out
     results = pd.read_parquet(experiment / "results.parquet")
     assert len(results) == 2 and set(results["config/lr"]) == {3e-3, 1e-4}
+    return out, experiment, results
+
+
+# The default suite runs its one end-to-end search in tests/workloads (the toy GAN, 2 trials).
+@pytest.mark.slow
+def test_small_search_finishes_with_a_best_trial_and_an_exported_model(ray_local, tmp_path, capsys):
+    """Two one-epoch trials at once (tiny U-Net, 32 px, 16 blobs), no scheduler."""
+    out, experiment, results = search_two_learning_rates(tmp_path, capsys, "--max-epochs", "1", "--scheduler", "none")
+    assert f"experiment: {experiment}" in out and "Ray dashboard:" in out
+    assert list(results["status"]) == ["finished", "finished"] and list(results["epochs"]) == [1, 1]
+    assert results["score"].is_monotonic_decreasing  # best first (val_dice is maximised)
+    best = results.iloc[0]
+    assert f"best trial: {best['trial_id']}" in out and f"best model: {experiment / 'best_model'}" in out
+    assert load_model(experiment / "best_model").config["base_channels"] == 8
+    assert read_run(best["run_dir"])["workload"] == "delineation"
+
+
+@pytest.mark.slow
+def test_asha_search_finishes_with_a_best_trial_and_an_exported_artifact(ray_local, tmp_path, capsys):
+    out, experiment, results = search_two_learning_rates(tmp_path, capsys, "--max-epochs", "2", "--scheduler", "asha")
+    assert f"TensorBoard: tensorboard --logdir {experiment}" in out
     assert set(results["status"]) <= {"finished", "stopped"} and "finished" in set(results["status"])
     best = results.iloc[0]  # best first
     assert best["status"] == "finished" and best["epochs"] == 2 and 0.0 <= best["score"] <= 1.0
@@ -127,18 +166,19 @@ def test_asha_search_finishes_with_a_best_trial_and_an_exported_artifact(ray_loc
     assert read_run(best["run_dir"])["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_and_its_trial_continues_from_its_checkpoint(ray_local, tmp_path, capsys,
                                                                                  monkeypatch):
     """The trial crashes once at the start of its second epoch (a lost node, say); ``--resume``
-    restores the Tuner, which runs the errored trial again, continuing its run from epoch 1's checkpoint."""
-    from microforge.tune.trainers import TUNABLE_TRAINERS
+    restores the Tuner, which runs the errored trial again, continuing its run from epoch 1's
+    checkpoint. The workload is registered in this process only: trials get the object itself."""
+    from microforge.trainers import workload as workload_registry
 
     from tests.tune.crashing import CRASH_ONCE
 
-    monkeypatch.setitem(TUNABLE_TRAINERS, CRASH_ONCE.name, CRASH_ONCE)
+    monkeypatch.setitem(workload_registry._REGISTERED, CRASH_ONCE.name, CRASH_ONCE)
     marker = tmp_path / "crashed"
-    search = HparamSearch(trainer=CRASH_ONCE.name, space={**SMALL, "crash_marker": str(marker),
-                                                          "lr": {"choice": [1e-3]}},
+    search = HparamSearch(workload=CRASH_ONCE, space={**SMALL, "crash_marker": str(marker), "lr": {"choice": [1e-3]}},
                           samples=1, max_epochs=2, scheduler="none", cpus_per_trial=0.45)
     first = run_hparam_search(search, tmp_path / "tune", name="e")
     [trial] = first.trials

@@ -8,22 +8,24 @@ import pytest
 
 from microforge.platform.cli import main
 from microforge.trainers import TrainingResult
-from microforge.tune import Recommendation, find_recommendation, load_recommendations, save_recommendations
-from microforge.tune.batch_search import BatchSearchResult, BatchSizeReport
-from microforge.tune.probe import ProbeResult
-from microforge.platform.recommendations import (
-    RecommendationError,
-    physical_memory_bytes,
+from microforge.tune import (
+    BatchSearchResult,
+    BatchSizeReport,
+    ProbeResult,
+    Recommendation,
+    find_recommendation,
+    load_recommendations,
     recommendations_from_report,
-    recommendations_path,
+    save_recommendations,
 )
+from microforge.platform.recommendations import RecommendationError, physical_memory_bytes, recommendations_path
 
 GiB = 2**30
 H100 = 85_520_809_984  # total memory torch reports for an 80 GB H100
 
 
 def record(**overrides):
-    fields = dict(trainer="unet", preset="tiny", resolution=32, precision="32-true", device="cpu",
+    fields = dict(workload="delineation", preset="tiny", resolution=32, precision="32-true", device="cpu",
                   device_memory_bytes=4 * GiB, max_batch=24, best_batch=16, samples_per_s=120.0, step_time_s=0.13,
                   peak_memory_bytes=3 * GiB)
     return Recommendation(**{**fields, **overrides})
@@ -47,28 +49,44 @@ def test_lookup_matches_every_key_field(state_home):
         record(device="cpu", device_memory_bytes=8 * GiB, best_batch=16),
     ])
     gpu = dict(device="NVIDIA H100 80GB HBM3", device_memory_bytes=H100 - 2**20)  # 1 MiB off: same card
-    assert find_recommendation("unet", "tiny", 32, "bf16-mixed", **gpu).best_batch == 96
-    assert find_recommendation("unet", "tiny", 32, "16-mixed", **gpu) is None
-    assert find_recommendation("unet", "tiny", 64, "bf16-mixed", **gpu) is None
-    assert find_recommendation("unet", "small", 32, "bf16-mixed", **gpu) is None
-    assert find_recommendation("unet", "tiny", 32, "bf16-mixed", device="NVIDIA H100 80GB HBM3",
+    assert find_recommendation("delineation", "tiny", 32, "bf16-mixed", **gpu).best_batch == 96
+    assert find_recommendation("delineation", "tiny", 32, "16-mixed", **gpu) is None
+    assert find_recommendation("delineation", "tiny", 64, "bf16-mixed", **gpu) is None
+    assert find_recommendation("delineation", "small", 32, "bf16-mixed", **gpu) is None
+    assert find_recommendation("delineation", "tiny", 32, "bf16-mixed", device="NVIDIA H100 80GB HBM3",
                                device_memory_bytes=H100 + 16 * GiB) is None  # the 94 GB card
     # CPU: the largest budget that fits in the machine's memory
     cpu = dict(device="cpu")
-    assert find_recommendation("unet", "tiny", 32, "32-true", **cpu, device_memory_bytes=16 * GiB).best_batch == 16
-    assert find_recommendation("unet", "tiny", 32, "32-true", device="cpu", device_memory_bytes=4 * GiB).best_batch == 4
-    assert find_recommendation("unet", "tiny", 32, "32-true", device="cpu", device_memory_bytes=GiB) is None
+    assert find_recommendation("delineation", "tiny", 32, "32-true", **cpu, device_memory_bytes=16 * GiB).best_batch == 16
+    assert find_recommendation("delineation", "tiny", 32, "32-true", device="cpu", device_memory_bytes=4 * GiB).best_batch == 4
+    assert find_recommendation("delineation", "tiny", 32, "32-true", device="cpu", device_memory_bytes=GiB) is None
 
 
 def test_records_from_a_search_report():
     probes = (ProbeResult(1, "ok", 0.01, 100), ProbeResult(2, "ok", 0.015, 150), ProbeResult(4, "oom"),
               ProbeResult(3, "oom"))
-    report = BatchSizeReport(trainer="unet", resolution=256, precision="bf16-mixed", device="NVIDIA A100-SXM4-40GB",
+    report = BatchSizeReport(workload="delineation", resolution=256, precision="bf16-mixed", device="NVIDIA A100-SXM4-40GB",
                              device_memory_bytes=42_298_834_944,
                              results={"small": BatchSearchResult(max_batch=2, best_batch=2, probes=probes)})
     [rec] = recommendations_from_report(report)
-    assert (rec.preset, rec.max_batch, rec.best_batch, rec.peak_memory_bytes) == ("small", 2, 2, 150)
+    assert (rec.workload, rec.preset, rec.max_batch, rec.best_batch, rec.peak_memory_bytes) == (
+        "delineation", "small", 2, 2, 150)
     assert rec.samples_per_s == pytest.approx(2 / 0.015) and rec.device_memory_bytes == 42_298_834_944
+
+
+def test_records_written_before_workloads_still_load(state_home):
+    path = save_recommendations([record()])
+    data = json.loads(path.read_text())
+    data["recommendations"][0]["trainer"] = data["recommendations"][0].pop("workload")
+    path.write_text(json.dumps(data))
+    [old] = load_recommendations()
+    assert old == record(measured=old.measured)
+
+
+def test_platform_recommendations_know_nothing_of_tune():
+    import microforge.platform.recommendations as module
+
+    assert "tune" not in Path(module.__file__).read_text()
 
 
 def test_a_corrupt_store_is_an_error_that_says_what_to_do(state_home):
@@ -105,7 +123,7 @@ def test_train_applies_the_matching_recommendation_and_an_explicit_batch_size_wi
 
     assert main([*TRAIN, *out]) == 0  # --precision auto on CPUs is 32-true
     assert fake_launch[-1].batch_size == 5
-    assert "batch size 5: the recommendation for unet tiny at 32 px, 32-true on cpu" in caplog.text
+    assert "batch size 5: the recommendation for delineation tiny at 32 px, 32-true on cpu" in caplog.text
     assert "largest that fits: 7" in caplog.text
 
     assert main([*TRAIN, "--precision", "bf16-mixed", *out]) == 0
