@@ -69,8 +69,8 @@ def plain_server(models_dir: str, port: int) -> None:
     from fastapi import FastAPI
     from fastapi.responses import Response
 
-    from microforge.serve.images import decode_image, encode, to_gray_float
-    from microforge.serve.models import load_segmentation
+    from microforge.serve.images import decode_image, encode, to_gray
+    from microforge.serve.segmentation import load_segmentation
 
     net = load_segmentation(models_dir, MODEL_ID)
     app = FastAPI()
@@ -82,8 +82,8 @@ def plain_server(models_dir: str, port: int) -> None:
     @app.post("/predict", response_class=Response)
     def predict(file: UploadFile = File(...)):
         image = decode_image(file.file.read(), max_side=8192, max_pixels=40_000_000)
-        prob = net.predict([to_gray_float(image)])[0]
-        mask = (prob >= net.threshold).astype("uint8") * 255
+        prob = net.predict([to_gray(image)])[0]
+        mask = (prob > net.threshold).astype("uint8") * 255
         return Response(encode(mask, ".png"), media_type="image/png")
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -115,18 +115,21 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = No
 
 def make_artifact(models_dir: Path, source: str | None, preset: str) -> None:
     """``models_dir/bench-unet``: a copy of ``source``, or a freshly initialised U-Net of ``preset``."""
-    from microforge.platform.artifact import read_artifact, save_artifact
+    import shutil
+
+    from microforge.platform.artifact import ComponentWeights, read_artifact, save_artifact
 
     if source:
-        card, state = read_artifact(source)
-        save_artifact(models_dir / MODEL_ID, state, architecture=card.architecture,
-                      preprocessing=card.preprocessing, metrics=card.metrics, provenance=card.provenance)
+        read_artifact(source)  # verified before it is served
+        shutil.copytree(source, models_dir / MODEL_ID, dirs_exist_ok=True)
         return
     from microforge.trainers.unet import unet_from_preset
 
     model = unet_from_preset(preset)
-    save_artifact(models_dir / MODEL_ID, model.state_dict(),
-                  architecture={"name": "attention_unet", "config": model.config},
+    save_artifact(models_dir / MODEL_ID,
+                  {"model": ComponentWeights("microforge.trainers.unet.model:AttentionUNet", model.config,
+                                             model.state_dict())},
+                  workload="delineation", task="segment", transform={"name": "unit_range", "params": {}},
                   preprocessing={"channels": 1, "image_size": 256, "size_multiple": 8, "threshold": 0.0},
                   metrics={}, provenance={"benchmark": "serve_load", "weights": "random init"})
 
@@ -144,13 +147,13 @@ def test_image(size: int) -> bytes:
 
 def forward_headroom(models_dir: Path, payload: bytes, batches: list[int], seconds: float = 2.0) -> list[dict]:
     """Images per second of the model's forward pass (``SegmentationNet.predict``, the call both
-    servers make; the plain server passes float32 images, Serve's ingress uint8 ones, as here) at
+    servers make; both pass the decoded gray image in its own dtype, as here) at
     each batch size, on the device the servers use, with all of this process's cores."""
-    from microforge.serve.images import decode_image, to_gray_u8
-    from microforge.serve.models import load_segmentation
+    from microforge.serve.images import decode_image, to_gray
+    from microforge.serve.segmentation import load_segmentation
 
     net = load_segmentation(models_dir, MODEL_ID)
-    image = to_gray_u8(decode_image(payload, max_side=8192, max_pixels=40_000_000))  # as Serve's replicas get it
+    image = to_gray(decode_image(payload, max_side=8192, max_pixels=40_000_000))  # as Serve's replicas get it
     rows = []
     for batch in batches:
         images = [image] * batch

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 MUTATING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+SHARED_ROUTES = ("system", "analysis")  # modules under routes/ that belong to no Serve task
 
 
 def error(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -140,8 +141,11 @@ def install_guards(app: FastAPI, backend: Backend) -> None:
 
 
 def create_api(backend: Backend) -> FastAPI:
-    """The ingress application for ``backend`` (built in each ingress replica)."""
-    from .routes import analysis, delineation, live, synthesis, timelapse
+    """The ingress application for ``backend`` (built in each ingress replica): the shared
+    routes, then each Serve task's routes (see :mod:`microforge.serve.tasks`)."""
+    import importlib
+
+    from .tasks import TASKS
 
     app = FastAPI(title="microforge", version=__version__,
                   description="Synthetic microscopy data and models on Ray Serve.")
@@ -151,8 +155,9 @@ def create_api(backend: Backend) -> FastAPI:
     cors = cors_options(backend.config.cors_origins)
     if cors is not None:  # added last, so it wraps the guards and 401s still carry CORS headers
         app.add_middleware(CORSMiddleware, **cors)
-    for module in (delineation, synthesis, analysis, timelapse, live):
-        app.include_router(module.router)
+    modules = [*SHARED_ROUTES, *(name for task in TASKS for name in task.routers)]
+    for name in dict.fromkeys(modules):
+        app.include_router(importlib.import_module(f"{__package__}.routes.{name}").router)
 
     @app.get("/", include_in_schema=False)
     async def index():

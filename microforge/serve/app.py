@@ -18,10 +18,10 @@ from typing import Any, Callable, Mapping
 from ray import serve
 from ray.serve import Application
 
+from . import deployments
 from .config import ServeConfig, load_serve_config
-from .deployments import CrystalRenderer, Detector, SegmentationModel
-from .models import BUILTIN_ID
 from .state import get_state, kill_state
+from .tasks import INGRESS, TASKS, initial_selection
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,16 @@ APP_NAME = "microforge"
 @serve.ingress()
 class Ingress:
     """The FastAPI ingress (built per replica by ``__serve_build_asgi_app__``, so that CORS, the
-    token and limits come from this deployment's settings)."""
+    token and limits come from this deployment's settings). ``handles``: one deployment handle
+    per Serve task, by task name."""
 
-    async def __init__(self, settings: dict[str, Any], segmentation: Any, detector: Any, renderer: Any) -> None:
+    async def __init__(self, settings: dict[str, Any], **handles: Any) -> None:
         from .backend import Backend
 
         config = ServeConfig.from_settings(settings)
-        state = get_state(config.state_actor, BUILTIN_ID)
+        state = get_state(config.state_actor, initial_selection())
         await state.ping.remote()
-        self.backend = Backend(config, segmentation, detector, renderer, state)
+        self.backend = Backend(config, handles, state)
 
     def __serve_build_asgi_app__(self):
         from .api import create_api
@@ -49,7 +50,8 @@ class Ingress:
 
 
 def build_app(config: ServeConfig) -> Application:
-    """Bind the deployments with their scaling options from ``config``.
+    """Bind one deployment per Serve task (see :mod:`microforge.serve.tasks`) and the ingress,
+    with their scaling options from ``config``.
 
     Raises:
         ConfigError: directories that overlap (see :meth:`ServeConfig.resolved`).
@@ -57,10 +59,9 @@ def build_app(config: ServeConfig) -> Application:
     config = config.resolved()
     settings = config.settings()
     options = {name: d.serve_options() for name, d in config.deployments.items()}
-    segmentation = SegmentationModel.options(**options["SegmentationModel"]).bind(settings)
-    detector = Detector.options(**options["Detector"]).bind(settings)
-    renderer = CrystalRenderer.options(**options["CrystalRenderer"]).bind()
-    return Ingress.options(**options["Ingress"]).bind(settings, segmentation, detector, renderer)
+    handles = {task.name: getattr(deployments, task.deployment).options(**options[task.deployment]).bind(settings)
+               for task in TASKS}
+    return Ingress.options(**options[INGRESS]).bind(settings, **handles)
 
 
 def app_builder(args: Mapping[str, Any]) -> Application:

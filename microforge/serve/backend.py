@@ -22,8 +22,9 @@ from microforge.platform.storage import atomic_write_bytes
 
 from .config import ServeConfig
 from .images import IMAGE_SUFFIXES, decode_image, detection_stats, draw_overlay, encode
-from .models import BUILTIN_ID, newest_segmentation_model
+from .discovery import newest_model
 from .paths import resolve_inside
+from .tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,9 @@ class Backend:
     """Everything a route needs; one per ingress replica (``request.app.state.backend``)."""
 
     config: ServeConfig
-    segmentation: Any  # DeploymentHandle of SegmentationModel
-    detector: Any  # DeploymentHandle of Detector
-    renderer: Any  # DeploymentHandle of CrystalRenderer
+    handles: dict[str, Any]  # Serve task name -> DeploymentHandle of its deployment (see serve.tasks)
     state: Any  # ActorHandle of ServeState
-    _newest_segmentation: tuple[float, str | None] = field(default=(0.0, None))
+    _newest: dict[str, tuple[float, str | None]] = field(default_factory=dict)  # task -> (when, id)
     _selection: tuple[int, dict[str, Any]] = field(default=(-1, {}))  # (version, selection)
     _selection_watch: asyncio.Task | None = None
 
@@ -101,6 +100,10 @@ class Backend:
     @property
     def limits(self):
         return self.config.limits
+
+    def handle(self, task: str) -> Any:
+        """The deployment handle of Serve task ``task``."""
+        return self.handles[task]
 
     async def call(self, method: Any, *args: Any) -> Any:
         """``await method.remote(*args)``, retried when the replica died; replica errors re-raised as-is."""
@@ -152,21 +155,22 @@ class Backend:
                 continue
             self._apply_selection(version, selection)
 
-    async def detector_id(self, requested: str | None = None) -> str:
-        return requested or (await self.selection()).get("detector") or BUILTIN_ID
-
-    async def segmentation_id(self) -> str:
-        """The selected U-Net, else the configured one, else the newest in the models directory."""
-        chosen = (await self.selection()).get("segmentation") or self.config.segmentation_model
+    async def model_id(self, task: str, requested: str | None = None) -> str:
+        """The model a request of ``task`` runs: the requested one, else the selected one, else
+        the configured default (``default_models``), else the task's newest artifact."""
+        if requested:
+            return requested
+        spec = get_task(task)
+        chosen = (await self.selection()).get(spec.role or "") or self.config.default_models.get(task)
         if chosen:
             return chosen
-        stamp, newest = self._newest_segmentation
+        stamp, newest = self._newest.get(task, (0.0, None))
         if time.monotonic() - stamp > 5.0:
-            newest = await offload(newest_segmentation_model, self.models_dir)
-            self._newest_segmentation = (time.monotonic(), newest)
+            newest = await offload(newest_model, self.models_dir, task)
+            self._newest[task] = (time.monotonic(), newest)
         if newest is None:
-            raise ServiceUnavailable(f"no segmentation model: put a U-Net artifact in {self.models_dir} "
-                                     "or set segmentation_model in the serve config")
+            raise ServiceUnavailable(f"no {task} model: put an artifact of task '{task}' in {self.models_dir} "
+                                     f"or set default_models.{task} in the serve config")
         return newest
 
     # --- files under the data root -----------------------------------------------------------

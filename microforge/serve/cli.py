@@ -100,7 +100,7 @@ def _serve_status(args: argparse.Namespace) -> int:
         return 0 if health.get("status") == "ok" else 1
     print(f"server: {base}  status: {health.get('status')}  device: {health.get('device')}")
     selected = health.get("models", {}).get("selected", {})
-    print(f"models: detector {selected.get('detector')}, segmentation {selected.get('segmentation') or '(auto)'}")
+    print("models: " + ", ".join(f"{role} {model or '(auto)'}" for role, model in selected.items()))
     batching = health.get("batching", {})
     print(f"batching: max {batching.get('max_batch_size')}, wait {batching.get('batch_wait_timeout_s')} s, "
           f"largest batch seen {batching.get('max_batch_seen', 0)}")

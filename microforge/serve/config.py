@@ -13,8 +13,15 @@ value is range-checked and unknown keys are errors that name the key. Example::
         ray_actor_options: {num_cpus: 1, num_gpus: 0}
         max_batch_size: 8
         batch_wait_timeout_s: 0.01
+      GeneratorModel:
+        num_replicas: 1
+        max_batch_size: 16           # counts images (seeds), not requests
       CrystalRenderer:
         num_replicas: 2
+    default_models: {generate: gans/latest}   # per Serve task; default: the newest artifact
+
+``deployments`` has one key per Serve task's deployment (see :mod:`microforge.serve.tasks`)
+plus ``Ingress``.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from microforge.platform.config import ConfigModel
 from microforge.platform.errors import ConfigError
 from microforge.platform.storage import state_dir
 
+from .tasks import DEPLOYMENT_NAMES, TASKS
+
 TOKEN_ENV = "MICROFORGE_API_TOKEN"
-DEPLOYMENT_NAMES = ("Ingress", "SegmentationModel", "Detector", "CrystalRenderer")
+MODEL_TASKS = tuple(task.name for task in TASKS if task.role)
 
 
 class AutoscalingSettings(ConfigModel):
@@ -64,7 +73,7 @@ class DeploymentSettings(ConfigModel):
     autoscaling: Optional[AutoscalingSettings] = Field(None, description="Autoscaling instead of a fixed count.")
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
     max_ongoing_requests: int = Field(32, ge=1, le=100_000, description="Requests one replica accepts at once.")
-    # Dynamic batching; only SegmentationModel batches.
+    # Dynamic batching: applies to the batching deployments (SegmentationModel, GeneratorModel).
     max_batch_size: int = Field(8, ge=1, le=1024, description="Largest batch @serve.batch assembles.")
     batch_wait_timeout_s: float = Field(0.02, ge=0, le=10, description="Longest wait for a batch to fill.")
 
@@ -108,6 +117,7 @@ class Limits(ConfigModel):
                                     description="Most pixels of one synthesis preview (width x height).")
     max_bulk_rows: int = Field(32, ge=1, le=1024, description="Most rows of one /synth_preview_bulk.")
     max_batch_images: int = Field(1_000_000, ge=1, le=100_000_000, description="Most images of one /synth_batch.")
+    max_generate_images: int = Field(64, ge=1, le=100_000, description="Most images (seeds) of one /generate.")
 
 
 class ServeConfig(ConfigModel):
@@ -120,7 +130,11 @@ class ServeConfig(ConfigModel):
     models_dir: Optional[str] = Field(None, description="Model artifacts and detector plugins, the only place "
                                                         "models load from (default: <state dir>/models).")
     segmentation_model: Optional[str] = Field(None, description="Artifact folder (inside models_dir) served by "
-                                                                "/predict and /demo; default: the newest U-Net.")
+                                                                "/predict and /demo; default: the newest U-Net "
+                                                                "(the same as default_models.segment).")
+    default_models: dict[str, str] = Field(default_factory=dict,
+                                           description="Model id (inside models_dir) per Serve task served when "
+                                                       "none is selected; default: the task's newest artifact.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
     state_actor: str = Field("microforge-serve-state", pattern=r"^[A-Za-z0-9_.-]{1,100}$",
                              description="Name of the detached Ray actor holding jobs and live state.")
@@ -140,6 +154,20 @@ class ServeConfig(ConfigModel):
                 raise ValueError(f"unknown deployment '{unknown[0]}'; valid: {', '.join(DEPLOYMENT_NAMES)}")
             return {name: value.get(name, {}) for name in DEPLOYMENT_NAMES}
         return value
+
+    @field_validator("default_models")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = [k for k in value if k not in MODEL_TASKS]
+        if unknown:
+            raise ValueError(f"unknown serve task '{unknown[0]}'; valid: {', '.join(MODEL_TASKS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _segmentation_default(self) -> "ServeConfig":
+        if self.segmentation_model and "segment" not in self.default_models:
+            self.default_models["segment"] = self.segmentation_model
+        return self
 
     @field_validator("cors_origins")
     @classmethod

@@ -97,40 +97,34 @@ def demo_model_ready(paths: DemoPaths) -> bool:
 
 
 def train_model(paths: DemoPaths, seconds: float) -> str:
-    """Train the tiny U-Net with the ``train unet`` code path for about ``seconds`` and install it
-    as ``models/demo-unet``; returns a one-line summary."""
-    from microforge.platform.artifact import read_artifact, save_artifact
+    """Train the tiny U-Net with the ``train delineation`` code path for about ``seconds`` and
+    export it straight to ``models/demo-unet``; returns a one-line summary."""
     from microforge.trainers.cli import default_batch_size
     from microforge.trainers.launcher import launch
-    from microforge.trainers.unet.lightning import unet_job
+    from microforge.trainers.workload import get_workload
 
     # The epoch count sizes the learning-rate schedule and the curriculum; Lightning's max_time
     # stops the run once the budget is spent, whichever comes first.
     epochs = max(2, round(seconds / SECONDS_PER_EPOCH))
-    job = unet_job(
+    workload = get_workload("delineation")
+    job = workload.job(
+        {"preset": UNET_PRESET, "image_size": UNET_SIZE, "train_samples": TRAIN_SAMPLES,
+         "val_samples": VAL_SAMPLES, "lr": LEARNING_RATE},
         epochs=epochs,
         runs_dir=paths.runs,
-        preset=UNET_PRESET,
-        size=UNET_SIZE,
-        train_samples=TRAIN_SAMPLES,
-        val_samples=VAL_SAMPLES,
-        batch_size=default_batch_size("unet", UNET_PRESET, UNET_SIZE, "auto"),
-        early_stopping=None,
         name=f"{MODEL_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
-        module_options={"lr": LEARNING_RATE},
+        batch_size=default_batch_size(workload.name, UNET_PRESET, UNET_SIZE, "auto"),
+        early_stopping=None,
         trainer_options={"max_time": {"seconds": float(seconds)}},
     )
-    result = launch(job)
+    result = launch(job, artifact_dir=paths.model)
     if result.artifact is None:
         raise ConfigError(f"training run {result.run_dir} exported no model")
-    card, state = read_artifact(result.artifact)
-    save_artifact(paths.model, state, architecture=card.architecture, preprocessing=card.preprocessing,
-                  metrics=card.metrics, provenance=card.provenance)
     _prune_runs(paths.runs)
     dice = result.metrics.get("val_dice")
     score = f", val Dice {dice:.3f}" if isinstance(dice, (int, float)) else ""
     return (f"U-Net trained for {result.epochs_completed} epoch(s) in {result.seconds:.0f} s{score} "
-            f"-> {paths.model}")
+            f"-> {result.artifact}")
 
 
 def _prune_runs(runs: Path, keep: int = RUNS_KEPT) -> None:

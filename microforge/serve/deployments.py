@@ -1,8 +1,9 @@
 """The model and renderer deployments behind the ingress.
 
-Each receives the server settings (``ServeConfig.settings()``) at construction. Their methods
-are plain ``def`` (Serve runs them in the replica's thread pool) except the batched predict,
-which must be ``async`` and hands the tensor work to a thread.
+One per Serve task (see :mod:`microforge.serve.tasks`, which names these classes). Each
+receives the server settings (``ServeConfig.settings()``) at construction. Their methods are
+plain ``def`` (Serve runs them in the replica's thread pool) except the batched ones, which
+must be ``async`` and hand the tensor work to a thread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from .models import load_detector, load_segmentation, newest_segmentation_model, segmentation_outputs
+from .detection import load_detector
+from .discovery import newest_model
+from .generation import load_generator
+from .segmentation import load_segmentation, segmentation_outputs
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,9 @@ class _ModelCache:
         self.loader = loader
         self.items: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self.items
+
     def get(self, model_id: str) -> Any:
         if model_id in self.items:
             self.items.move_to_end(model_id)
@@ -40,19 +47,50 @@ class _ModelCache:
         return self.items[model_id]
 
 
+def _by_model(items: list[tuple]) -> dict[str, list[int]]:
+    """Indices of a batch's items (``(model_id, ...)`` tuples) per model."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item[0], []).append(i)
+    return groups
+
+
+class _BatchedModels:
+    """What the batching model deployments share: batch settings, the model cache, batch stats."""
+
+    def _setup(self, settings: dict[str, Any], deployment: str, batch_method: Any, loader: Any) -> None:
+        self.models_dir = settings["models_dir"]
+        own = settings["deployments"][deployment]
+        batch_method.set_max_batch_size(own["max_batch_size"])
+        batch_method.set_batch_wait_timeout_s(own["batch_wait_timeout_s"])
+        self.cache = _ModelCache(lambda model_id: loader(self.models_dir, model_id))
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
+
+    async def _load(self, model_id: str) -> None:
+        """Load a model before its request joins a batch: one that does not load fails its own
+        request, not the batch."""
+        if model_id not in self.cache:
+            await asyncio.to_thread(self.cache.get, model_id)
+
+    def describe(self, model_id: str) -> dict[str, Any]:
+        """Load the model (raising if it cannot load) and describe it."""
+        return self.cache.get(model_id).info
+
+    def stats(self) -> dict[str, Any]:
+        """Batch sizes this replica has run and the models it holds, for /health."""
+        sizes = dict(sorted(self.batch_sizes.items()))
+        return {"batch_sizes": {str(k): v for k, v in sizes.items()}, "max_batch_seen": max(sizes, default=0),
+                "loaded": list(self.cache.items)}
+
+
 @serve.deployment
-class SegmentationModel:
-    """U-Net masks (and probability maps) with dynamic batching: concurrent requests share a
-    forward pass (one per image shape)."""
+class SegmentationModel(_BatchedModels):
+    """Segmentation masks (and probability maps) with dynamic batching: concurrent requests share
+    a forward pass (one per image shape)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.models_dir = settings["models_dir"]
-        own = settings["deployments"]["SegmentationModel"]
-        self.predict_batch.set_max_batch_size(own["max_batch_size"])
-        self.predict_batch.set_batch_wait_timeout_s(own["batch_wait_timeout_s"])
-        self.cache = _ModelCache(lambda model_id: load_segmentation(self.models_dir, model_id))
-        self.batch_sizes: collections.Counter[int] = collections.Counter()
-        self._warm_up(settings.get("segmentation_model"))
+        self._setup(settings, "SegmentationModel", self.predict_batch, load_segmentation)
+        self._warm_up(settings.get("default_models", {}).get("segment"))
 
     def _warm_up(self, model_id: str | None) -> None:
         """Load the default model and run one forward pass before this replica takes traffic, so
@@ -60,54 +98,43 @@ class SegmentationModel:
         that loading (and CUDA's start) take. A model that does not load is reported by the
         requests that name it, not here."""
         try:
-            model_id = model_id or newest_segmentation_model(self.models_dir)
+            model_id = model_id or newest_model(self.models_dir, "segment")
             if model_id is None:
                 return
             self.cache.get(model_id).predict([np.zeros((64, 64), np.uint8)])
         except Exception as exc:  # noqa: BLE001 - warm-up is best effort
             log.warning("SegmentationModel: could not warm up model '%s': %s", model_id, exc)
 
-    def _predict(self, items: list[tuple[str, np.ndarray, bool]]) -> list[dict[str, Any]]:
+    def _predict(self, items: list[tuple[str, np.ndarray, str | None]]) -> list[dict[str, Any]]:
         results: list[dict[str, Any] | None] = [None] * len(items)
-        by_model: dict[str, list[int]] = {}
-        for i, (model_id, _, _) in enumerate(items):
-            by_model.setdefault(model_id, []).append(i)
-        for model_id, indices in by_model.items():
+        for model_id, indices in _by_model(items).items():
             start = time.perf_counter()
             net = self.cache.get(model_id)
             probs = net.predict([items[i][1] for i in indices])
             seconds = time.perf_counter() - start
             for i, prob in zip(indices, probs):
-                results[i] = {**segmentation_outputs(prob, net.threshold, with_prob=items[i][2]),
+                results[i] = {**segmentation_outputs(prob, net.threshold, items[i][2]),
                               "batch_size": len(items), "model_info": net.info, "infer_s": seconds}
         return results  # type: ignore[return-value]
 
     # Defaults only: __init__ applies the configured size and wait.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def predict_batch(self, items: list[tuple[str, np.ndarray, bool]]) -> list[dict[str, Any]]:
+    async def predict_batch(self, items: list[tuple[str, np.ndarray, str | None]]) -> list[dict[str, Any]]:
         self.batch_sizes[len(items)] += 1
         return await asyncio.to_thread(self._predict, items)
 
-    async def predict(self, model_id: str, image: np.ndarray, with_prob: bool = False) -> dict[str, Any]:
+    async def predict(self, model_id: str, image: np.ndarray, prob: str | None = None) -> dict[str, Any]:
         """``{mask, prob, stats, batch_size, model_info, infer_s}`` (see
-        :func:`~microforge.serve.models.segmentation_outputs`) for a gray (H, W) image, uint8 or
-        float32 in [0, 1]; ``prob`` is None unless ``with_prob``."""
-        return await self.predict_batch((model_id, image, with_prob))
+        :func:`~microforge.serve.segmentation.segmentation_outputs`) for a gray (H, W) image of
+        any dtype the artifact's transform takes; ``prob`` (``u8``/``f32``) asks for the map."""
+        await self._load(model_id)
+        return await self.predict_batch((model_id, image, prob))
 
-    def describe(self, model_id: str) -> dict[str, Any]:
-        """Load the model (raising if it cannot load) and describe it."""
-        return self.cache.get(model_id).info
-
-    def stats(self) -> dict[str, Any]:
-        """Batch sizes this replica has run, for /health."""
-        sizes = dict(sorted(self.batch_sizes.items()))
-        return {"batch_sizes": {str(k): v for k, v in sizes.items()}, "max_batch_seen": max(sizes, default=0),
-                "loaded": list(self.cache.items)}
 
 
 @serve.deployment
 class Detector:
-    """Oriented-box detection with the built-in detector, a plugin or a U-Net artifact."""
+    """Oriented-box detection with the built-in detector, a plugin or a segmentation artifact."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.models_dir = settings["models_dir"]
@@ -123,8 +150,41 @@ class Detector:
     def describe(self, model_id: str) -> dict[str, Any]:
         return self.cache.get(model_id).info
 
-    def loaded(self) -> list[str]:
-        return list(self.cache.items)
+    def stats(self) -> dict[str, Any]:
+        """Loaded models, for /health."""
+        return {"loaded": list(self.cache.items)}
+
+
+@serve.deployment
+class GeneratorModel(_BatchedModels):
+    """Images from seeds with dynamic batching that counts images: each seed of a request is one
+    batch item, so a request's seeds and concurrent requests' share forward passes."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._setup(settings, "GeneratorModel", self.generate_batch, load_generator)
+
+    def _generate(self, items: list[tuple[str, int]]) -> list[tuple[np.ndarray, int]]:
+        results: list[tuple[np.ndarray, int] | None] = [None] * len(items)
+        for model_id, indices in _by_model(items).items():
+            images = self.cache.get(model_id).generate([items[i][1] for i in indices])
+            for i, image in zip(indices, images):
+                results[i] = (image, len(items))
+        return results  # type: ignore[return-value]
+
+    # Defaults only: __init__ applies the configured size and wait.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def generate_batch(self, items: list[tuple[str, int]]) -> list[tuple[np.ndarray, int]]:
+        self.batch_sizes[len(items)] += 1
+        return await asyncio.to_thread(self._generate, items)
+
+    async def generate(self, model_id: str, seeds: list[int]) -> dict[str, Any]:
+        """``{images, batch_sizes, model_info, infer_s}``: one uint8 image per seed, in order."""
+        start = time.perf_counter()
+        await self._load(model_id)
+        done = await asyncio.gather(*(self.generate_batch((model_id, int(seed))) for seed in seeds))
+        return {"images": [image for image, _ in done], "batch_sizes": [size for _, size in done],
+                "model_info": self.cache.get(model_id).info, "infer_s": time.perf_counter() - start}
+
 
 
 def t_to_lambda(t: float) -> float:
@@ -162,6 +222,9 @@ def render_preview(config: dict[str, Any], t: float, seed: int, quality: int, re
 @serve.deployment
 class CrystalRenderer:
     """Crystal previews from the pure renderer; bulk previews spread one row per call over replicas."""
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        pass
 
     def preview(self, config: dict[str, Any], t: float, seed: int, quality: int, return_obbs: bool) -> dict[str, Any]:
         out = render_preview(config, t, seed, quality, return_obbs)

@@ -101,16 +101,10 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
 
 
-def to_gray_u8(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W): the segmentation model's input before it is scaled to [0, 1]. The ingress
-    ships this to the model replicas: a quarter of the float image's bytes."""
-    image = to_uint8(image)
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Gray (H, W) in the image's own dtype (uint8 or uint16): what the ingress sends to model
+    replicas, whose artifact's transform scales it (no per-image rescaling here)."""
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-
-
-def to_gray_float(image: np.ndarray) -> np.ndarray:
-    """float32 (H, W) in [0, 1] (the segmentation model's input)."""
-    return to_gray_u8(image).astype(np.float32) / 255.0
 
 
 def encode(image: np.ndarray, suffix: str = ".png", quality: int = 85) -> bytes:

@@ -49,7 +49,7 @@ class FrameAnalyzer:
     def __init__(self, models_dir: str, model_id: str, pipeline: dict[str, Any], out: str,
                  url_prefix: str, max_side: int, max_pixels: int) -> None:
         from .images import PreprocPipeline
-        from .models import load_detector
+        from .detection import load_detector
 
         self.detector = load_detector(models_dir, model_id)
         self.pipeline = PreprocPipeline.load(pipeline)

@@ -48,8 +48,8 @@ _CANCEL_GRACE_S = 10.0
 class ServeState:
     """The server's shared state; see the module docstring."""
 
-    def __init__(self, default_detector: str) -> None:
-        self.selection: dict[str, str | None] = {"detector": default_detector, "segmentation": None}
+    def __init__(self, selection: dict[str, str | None]) -> None:
+        self.selection: dict[str, str | None] = dict(selection)  # role -> model id (see serve.tasks)
         self.selection_version = 0
         self.selection_changed = asyncio.Condition()
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -186,10 +186,11 @@ async def _wait(condition: asyncio.Condition, predicate, timeout_s: float) -> No
         pass
 
 
-def get_state(name: str, default_detector: str) -> "ray.actor.ActorHandle":
-    """The state actor called ``name``, created on first use (detached: it outlives any replica)."""
+def get_state(name: str, selection: dict[str, str | None]) -> "ray.actor.ActorHandle":
+    """The state actor called ``name``, created on first use (detached: it outlives any replica)
+    with ``selection`` (role -> model id, see :func:`microforge.serve.tasks.initial_selection`)."""
     return ServeState.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-                              max_concurrency=1000).remote(default_detector)
+                              max_concurrency=1000).remote(selection)
 
 
 def kill_state(name: str) -> bool:

@@ -21,16 +21,38 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_models_dir(models: Path) -> None:
-    """A tiny U-Net artifact, a working plugin and a broken one."""
-    from microforge.platform.artifact import save_artifact
+LEGACY_UNET = Path(__file__).resolve().parents[1] / "data" / "legacy-unet-v1"
+LEGACY_LOGITS = LEGACY_UNET.with_name("legacy-unet-v1-logits.npy")
+
+
+def save_unet(directory: Path, threshold: float = 0.0, seed: int = 0) -> None:
+    """A tiny, untrained U-Net artifact (format 2, task ``segment``)."""
+    import torch
+
+    from microforge.platform.artifact import ComponentWeights, save_artifact
     from microforge.trainers.unet import unet_from_preset
 
+    torch.manual_seed(seed)
     model = unet_from_preset("tiny")
-    save_artifact(models / "unet-tiny", model.state_dict(),
-                  architecture={"name": "attention_unet", "config": model.config},
-                  preprocessing={"channels": 1, "image_size": 64, "size_multiple": 8, "threshold": 0.0},
+    save_artifact(directory, {"model": ComponentWeights("microforge.trainers.unet.model:AttentionUNet", model.config,
+                                                        model.state_dict())},
+                  workload="delineation", task="segment", transform={"name": "unit_range", "params": {}},
+                  preprocessing={"channels": 1, "image_size": 64, "size_multiple": 8, "threshold": threshold},
                   metrics={"dice": 0.5}, provenance={"test": True})
+
+
+def make_models_dir(models: Path) -> None:
+    """The legacy (format 1) U-Net, a tiny U-Net artifact (the newest segmentation model), a tiny
+    generator, a working plugin and a broken one."""
+    import os
+    import shutil
+
+    from .tiny_generator import save_tiny_generator
+
+    shutil.copytree(LEGACY_UNET, models / "legacy-unet-v1")
+    os.utime(models / "legacy-unet-v1" / "model.json", (1_000_000_000, 1_000_000_000))  # older than unet-tiny
+    save_tiny_generator(models / "gan" / "tiny")
+    save_unet(models / "unet-tiny")
     (models / "plugins" / "fixed-rod").mkdir(parents=True)
     (models / "plugins" / "fixed-rod" / "model.py").write_text(textwrap.dedent("""
         def load():
@@ -72,12 +94,13 @@ def app_config(tmp: Path, port: int, state_actor: str):
         "synth_workers": 1, "timelapse_workers": 1,
         "limits": {"max_upload_bytes": 2 << 20, "max_request_bytes": 8 << 20, "max_folder_files": 20,
                    "max_image_side": 1024, "max_image_pixels": 1024 * 1024, "max_preview_pixels": 512 * 512,
-                   "max_bulk_rows": 8, "max_batch_images": 200},
+                   "max_bulk_rows": 8, "max_batch_images": 200, "max_generate_images": 16},
         "deployments": {
             "Ingress": {"num_replicas": 2, **no_cpu},
             # A long batch wait makes concurrent requests reliably share a batch on a busy machine.
             "SegmentationModel": {"num_replicas": 2, "max_batch_size": 8, "batch_wait_timeout_s": 0.25, **no_cpu},
             "Detector": {"num_replicas": 1, **no_cpu},
+            "GeneratorModel": {"num_replicas": 1, "max_batch_size": 8, "batch_wait_timeout_s": 0.05, **no_cpu},
             "CrystalRenderer": {"num_replicas": 2, **no_cpu},
         },
     })

@@ -105,33 +105,88 @@ def test_system_info_lists_deployments_and_replicas(client):
     info = ok(client.get("/system_info"))
     assert info["cpu"]["count"] >= 1 and info["ray"]["cluster_resources"]["CPU"] == 2
     deployments = info["deployments"]
-    assert set(deployments) >= {"Ingress", "SegmentationModel", "Detector", "CrystalRenderer"}
+    assert set(deployments) >= {"Ingress", "SegmentationModel", "Detector", "GeneratorModel", "CrystalRenderer"}
     assert deployments["CrystalRenderer"]["replicas"].get("RUNNING") == 2
 
 
 # --- delineation -----------------------------------------------------------------------------------
 
 def test_predict_png_and_json(client, serve_app):
-    from microforge.serve.models import load_segmentation
+    from microforge.serve.segmentation import load_segmentation
 
     image = np.random.default_rng(0).integers(0, 255, (64, 96), dtype=np.uint8)
     r = client.post("/predict", files={"file": ("x.png", png_bytes(image), "image/png")})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     mask = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (64, 96) and set(np.unique(mask)) <= {0, 255}
-    # The same artifact run here on the float image: the served mask and probabilities match
+    # The same artifact run here: the served mask and probabilities match
     # (a pixel may flip where batched and single forward passes differ in the last bit).
     net = load_segmentation(serve_app.models_dir, "unet-tiny")
-    prob = net.predict([image.astype(np.float32) / 255.0])[0]
-    assert np.mean((mask > 0) == (prob >= net.threshold)) > 0.999
+    prob = net.predict([image])[0]
+    assert np.mean((mask > 0) == (prob > net.threshold)) > 0.999
     body = ok(client.post("/predict/json", files={"file": ("x.png", png_bytes(image), "image/png")}))
-    assert np.mean((decode_data_url(body["mask_b64"]) > 0) == (prob >= net.threshold)) > 0.999
+    assert np.mean((decode_data_url(body["mask_b64"]) > 0) == (prob > net.threshold)) > 0.999
     assert np.abs(decode_data_url(body["prob_b64"]).astype(float) - prob * 255).max() <= 1.0
     assert body["stats"]["height"] == 64 and body["stats"]["width"] == 96
-    assert body["stats"]["foreground_fraction"] == pytest.approx(float(np.mean(prob >= net.threshold)), abs=1e-3)
+    assert body["stats"]["foreground_fraction"] == pytest.approx(float(np.mean(prob > net.threshold)), abs=1e-3)
     assert body["stats"]["mean_prob"] == pytest.approx(float(prob.mean()), abs=1e-4)
-    assert body["model_info"]["id"] == "unet-tiny"
+    assert body["model_info"]["id"] == "unet-tiny" and body["model_info"]["transform"]["name"] == "unit_range"
     fails(client.post("/predict", files={"file": ("x.txt", b"not an image", "text/plain")}), 415)
+    fails(client.post("/predict", params={"model_id": "gan/tiny"},
+                      files={"file": ("x.png", png_bytes(image), "image/png")}), 422)
+
+
+def test_predict_16bit_gives_the_eval_mask(client, serve_app):
+    """A 16-bit upload reaches the model unscaled: the artifact's transform (/65535) applies, so
+    /predict's mask is exactly predict_masks' (prob > sigmoid(threshold))."""
+    from microforge.trainers.registry import load_artifact
+    from microforge.trainers.unet.evaluate import predict_masks
+
+    image = np.random.default_rng(5).integers(0, 20000, (48, 64), dtype=np.uint16)  # max far below 65535
+    r = client.post("/predict", files={"file": ("x.png", png_bytes(image), "image/png")})
+    assert r.status_code == 200, r.text
+    served = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED) > 0
+    expected = predict_masks(load_artifact(serve_app.models_dir / "unet-tiny"), image)[0, 0] > 0
+    assert np.array_equal(served, expected)
+
+
+def test_legacy_artifact_serves_its_reference_probabilities(client):
+    from .conftest import LEGACY_LOGITS
+
+    yy, xx = np.mgrid[0:32, 0:32]
+    image = ((np.hypot(yy - 16, xx - 16) < 9) * 50000 + 5000).astype(np.uint16)
+    body = ok(client.post("/predict/json", params={"model_id": "legacy-unet-v1", "values": True},
+                          files={"file": ("x.png", png_bytes(image), "image/png")}))
+    assert body["model_info"]["id"] == "legacy-unet-v1" and body["model_info"]["task"] == "segment"
+    expected = 1.0 / (1.0 + np.exp(-np.load(LEGACY_LOGITS).astype(np.float64).reshape(32, 32)))
+    np.testing.assert_allclose(np.array(body["prob_values"]), expected, atol=1e-4)
+
+
+def test_generate_is_a_function_of_the_seed(client):
+    models = {m["id"]: m for m in ok(client.get("/available_models"))["models"]}
+    assert (models["gan/tiny"]["type"], models["gan/tiny"]["task"]) == ("generator", "generate")
+    assert models["unet-tiny"]["task"] == "segment" and models["legacy-unet-v1"]["task"] == "segment"
+    assert [m["id"] for m in ok(client.get("/available_models", params={"task": "generate"}))["models"]] \
+        == ["gan/tiny"]
+    first = ok(client.post("/generate", json={"model_id": "gan/tiny", "seeds": [3, 7, 3]}))
+    again = ok(client.post("/generate", json={"seeds": [7, 3]}))  # the newest (only) generator
+    assert [i["seed"] for i in first["images"]] == [3, 7, 3] and first["model_info"]["task"] == "generate"
+    assert first["images"][0]["width"] == 8 and max(first["batch_sizes"]) >= 1
+    same = {i["seed"]: i["image_b64"] for i in again["images"]}
+    assert first["images"][0]["image_b64"] == first["images"][2]["image_b64"] == same[3]
+    assert first["images"][1]["image_b64"] == same[7] != same[3]
+    pixels = decode_data_url(same[3])
+    assert pixels.shape == (8, 8) and pixels.dtype == np.uint8
+    counted = ok(client.post("/generate", json={"n": 2, "seed": 7}))
+    assert [i["seed"] for i in counted["images"]] == [7, 8] and counted["images"][0]["image_b64"] == same[7]
+    assert "at most 16" in fails(client.post("/generate", json={"n": 17}), 422)
+    fails(client.post("/generate", json={"seeds": [1], "n": 2}), 422)
+    fails(client.post("/generate", json={"seeds": [-1]}), 422)
+    fails(client.post("/generate", json={"model_id": "unet-tiny", "seeds": [1]}), 422)
+    fails(client.post("/generate", json={"model_id": "../x", "seeds": [1]}), 400)
+    health = ok(client.get("/health"))
+    assert health["models"]["generators_loaded"] == ["gan/tiny"]
+    assert health["batching"]["tasks"]["generate"]["max_batch_seen"] >= 1
 
 
 def test_concurrent_requests_share_a_batch(serve_app):

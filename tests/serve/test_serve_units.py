@@ -14,8 +14,8 @@ from microforge.serve.api import cors_options
 from microforge.serve.config import ServeConfig, load_serve_config
 from microforge.serve.images import PreprocPipeline, apply_pipeline, detection_stats
 from microforge.serve.jobs import frame_times, summarise
-from microforge.serve.models import (BUILTIN_ID, ModelError, boxes_from_mask, detect_contours, list_models,
-                                     load_detector, normalise_detections)
+from microforge.serve.detection import boxes_from_mask, detect_contours, load_detector, normalise_detections
+from microforge.serve.discovery import BUILTIN_ID, ModelError, list_models
 from microforge.serve.paths import PathRejected, check_name, resolve_inside
 
 
@@ -195,22 +195,53 @@ def test_preprocessing_pipeline():
         PreprocPipeline.load({"clahe_tile_grid": 65})
 
 
-def test_segmentation_net_scales_uint8_like_float_even_in_mixed_batches():
-    import torch
+def legacy_input() -> np.ndarray:
+    yy, xx = np.mgrid[0:32, 0:32]
+    return ((np.hypot(yy - 16, xx - 16) < 9) * 50000 + 5000).astype(np.uint16)
 
-    from microforge.serve.models import SegmentationNet
-    from microforge.trainers.unet import unet_from_preset
 
-    torch.manual_seed(0)
-    net = SegmentationNet("tiny", unet_from_preset("tiny").eval(), {"threshold": 0.0}, {})
-    rng = np.random.default_rng(0)
-    u8 = rng.integers(0, 256, (40, 52), dtype=np.uint8)  # padded to the size multiple and cropped back
-    as_float = u8.astype(np.float32) / 255.0
-    other = rng.random((40, 52), dtype=np.float32)
-    alone = net.predict([as_float])[0]
-    assert alone.shape == (40, 52) and alone.dtype == np.float32
-    np.testing.assert_allclose(net.predict([u8])[0], alone, atol=1e-5)
-    mixed = net.predict([u8, other, as_float])  # one batch: uint8 and float images together
-    np.testing.assert_allclose(mixed[0], alone, atol=1e-5)
-    np.testing.assert_allclose(mixed[2], alone, atol=1e-5)
-    np.testing.assert_allclose(mixed[1], net.predict([other])[0], atol=1e-5)
+def test_models_are_classified_by_their_cards_task(tmp_path):
+    import shutil
+
+    from microforge.serve.tasks import DEPLOYMENT_NAMES, TASKS
+    from microforge.trainers.workload import SERVE_TASKS
+
+    from .conftest import LEGACY_UNET, save_unet
+    from .tiny_generator import save_tiny_generator
+
+    models = tmp_path / "models"
+    shutil.copytree(LEGACY_UNET, models / "old")
+    save_unet(models / "new")
+    save_tiny_generator(models / "gans" / "g")
+    listed = {m["id"]: (m["type"], m["task"]) for m in list_models(models)}
+    assert listed == {BUILTIN_ID: ("builtin", "detect"), "old": ("segmentation", "segment"),
+                      "new": ("segmentation", "segment"), "gans/g": ("generator", "generate")}
+    with pytest.raises(ModelError, match="not a detector"):
+        load_detector(models, "gans/g")
+    # every model task of the table is a workload task; the config keys follow the table
+    assert {t.name for t in TASKS if t.accepts} <= set(SERVE_TASKS)
+    assert set(ServeConfig().deployments) == set(DEPLOYMENT_NAMES)
+
+
+def test_serving_uses_the_artifacts_transform_and_eval_threshold(tmp_path):
+    """A 16-bit image: the served mask is predict_masks' mask (prob > sigmoid(threshold)), and a
+    format-1 artifact reproduces its reference logits."""
+    import shutil
+
+    from microforge.serve.segmentation import load_segmentation, segmentation_outputs
+    from microforge.trainers.registry import load_artifact
+    from microforge.trainers.unet.evaluate import predict_masks
+
+    from .conftest import LEGACY_LOGITS, LEGACY_UNET, save_unet
+
+    shutil.copytree(LEGACY_UNET, tmp_path / "old")
+    image = legacy_input()
+    net = load_segmentation(tmp_path, "old")
+    prob = net.predict([image])[0]
+    expected = 1.0 / (1.0 + np.exp(-np.load(LEGACY_LOGITS).astype(np.float64).reshape(prob.shape)))
+    np.testing.assert_allclose(prob, expected, atol=1e-4)
+    save_unet(tmp_path / "new", threshold=0.05)
+    net = load_segmentation(tmp_path, "new")
+    big = np.random.default_rng(0).integers(0, 65536, (40, 52), dtype=np.uint16)
+    mask = segmentation_outputs(net.predict([big])[0], net.threshold, None)["mask"]
+    assert np.array_equal(mask > 0, predict_masks(load_artifact(tmp_path / "new"), big)[0, 0] > 0)

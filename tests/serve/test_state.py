@@ -7,8 +7,8 @@ import time
 import uuid
 
 from microforge.serve.backend import Backend
-from microforge.serve.models import BUILTIN_ID
 from microforge.serve.state import get_state, kill_state
+from microforge.serve.tasks import BUILTIN_ID, initial_selection
 
 
 def test_a_selection_reaches_every_ingress_replica_at_once(ray_local, tmp_path):
@@ -16,11 +16,11 @@ def test_a_selection_reaches_every_ingress_replica_at_once(ray_local, tmp_path):
 
     name = f"test-state-{uuid.uuid4().hex[:8]}"
     config = app_config(tmp_path, 8000, name)  # never bound: no Serve here
-    state = get_state(name, BUILTIN_ID)
+    state = get_state(name, initial_selection())
 
     async def scenario() -> float:
         # Two ingress replicas' backends over the same actor; each holds its own copy.
-        first, second = (Backend(config, None, None, None, state) for _ in range(2))
+        first, second = (Backend(config, {}, state) for _ in range(2))
         assert (await second.selection())["detector"] == BUILTIN_ID
         assert (await first.select("detector", "plugins/fixed-rod"))["detector"] == "plugins/fixed-rod"
         assert (await first.selection())["detector"] == "plugins/fixed-rod"  # its own change, at once

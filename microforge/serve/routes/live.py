@@ -70,7 +70,7 @@ async def stream_frame(file: UploadFile = File(...),
                        backend: Backend = Depends(get_backend)) -> dict[str, Any]:
     """Analyse a frame with the selected detector and push it to every live client."""
     image = await backend.decode_upload(file)
-    result = await backend.call(backend.detector.detect, await backend.detector_id(), image)
+    result = await backend.call(backend.handle("detect").detect, await backend.model_id("detect"), image)
     overlay, stats = await offload(backend.save_overlay, LIVE_DIR, image, result["detections"])
     last = {"time": time.time() if timestamp is None else timestamp, "stats": stats,
             "overlay_url": image_url(overlay)}

@@ -157,7 +157,7 @@ async def synth_preview(body: PreviewBody, backend: Backend = Depends(get_backen
     """Render one image at stage ``t``: a JPEG data URL, timings and optionally the oriented boxes."""
     config = await offload(crystal_config, backend, body.config)
     seed = secrets.randbelow(2**31) if body.seed is None else body.seed
-    result = await backend.call(backend.renderer.preview, config.to_json_dict(), body.t, seed, body.quality,
+    result = await backend.call(backend.handle("render").preview, config.to_json_dict(), body.t, seed, body.quality,
                                 body.return_obbs)
     return {"ok": True, **result}
 
@@ -174,7 +174,7 @@ async def synth_preview_bulk(body: BulkBody, backend: Backend = Depends(get_back
     seeds = {i: secrets.randbelow(2**31) if row.seed is None else row.seed for i, row in zip(ids, body.rows)}
     start = time.perf_counter()
     results = await asyncio.gather(*(
-        backend.call(backend.renderer.preview, config, row.t, seeds[i], body.quality, body.return_obbs)
+        backend.call(backend.handle("render").preview, config, row.t, seeds[i], body.quality, body.return_obbs)
         for i, row in zip(ids, body.rows)))
     by_id = dict(zip(ids, results))
     return {"ok": True, "images": {i: r["image_b64"] for i, r in by_id.items()},

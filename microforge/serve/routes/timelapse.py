@@ -120,8 +120,9 @@ async def outputs_run_batch_start(body: RunBody, backend: Backend = Depends(get_
         raise HTTPException(422, f"no image files in '{body.dataset_path}'")
     if len(frames) > backend.limits.max_folder_files:
         raise HTTPException(413, f"{len(frames)} frames; at most {backend.limits.max_folder_files} per run")
-    model_id = await backend.detector_id(body.model_folder)
-    await backend.call(backend.detector.describe, model_id)  # a model that cannot load fails now, not per frame
+    model_id = await backend.model_id("detect", body.model_folder)
+    # a model that cannot load fails now, not per frame
+    await backend.call(backend.handle("detect").describe, model_id)
     items = [{"index": i, "name": n, "path": str(p), "time": t}
              for i, (n, p, t) in enumerate(zip(names, frames, times))]
     job_id = uuid.uuid4().hex

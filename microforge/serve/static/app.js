@@ -57,7 +57,7 @@ async function pollHealth() {
 // ================================================================ shared: models, images =======
 
 async function loadModels() {
-  const data = await api.get("available_models");
+  const data = await api.get("available_models?task=detect");  // the models the Detector runs
   state.models = data.models;
   state.selection = data.selected || {};
   for (const select of [$("#model-select"), $("#tl-model")]) {
