@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
+from typing import NoReturn
 
 from .. import __version__
+from .config import suggest
 from .errors import MicroforgeError
 from .logs import setup_logging
 
@@ -28,8 +31,21 @@ COMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, with a did-you-mean for an unknown choice
+    (an unknown workload, command or option value); subparsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            choices = re.findall(r"'([^']*)'", match.group(2)) or [c.strip() for c in match.group(2).split(",")]
+            message = (f"{message[:match.start()]}invalid choice: '{match.group(1)}'"
+                       f"{suggest(match.group(1), choices)}; valid: {', '.join(choices)}")
+        self.exit(2, f"microforge: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="microforge",
         description="Synthetic microscopy data and the models trained on it, on Ray. "
         "Every command runs on an embedded local Ray unless --address or $RAY_ADDRESS names a cluster.",

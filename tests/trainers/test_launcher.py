@@ -71,6 +71,14 @@ def test_unknown_workload_suggests_the_closest_and_lists_them():
         get_workload("delineaton")
 
 
+def test_cli_unknown_workload_is_one_line_with_did_you_mean(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "delineaton", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "invalid choice: 'delineaton' (did you mean 'delineation'?); valid: delineation, unet" in err
+
+
 def test_registration_refuses_a_taken_name_and_bad_specs():
     spec = get_workload("delineation")
     with pytest.raises(ConfigError, match="'unet' is taken by workload 'delineation'"):
