@@ -1,4 +1,4 @@
-"""CLI groups ``synth`` (render datasets) and ``data`` (inspect them)."""
+"""CLI groups ``synth`` (render datasets) and ``data`` (inspect and prepare them)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from ..platform.cli import add_address_argument
+from .cars import cli as cars_cli
+from .pipeline import cli as pipeline_cli
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -29,12 +31,14 @@ def register(groups: argparse._SubParsersAction) -> None:
                           help="replace a dataset made with another configuration")
     add_address_argument(crystals)
     crystals.set_defaults(func=_synth_crystals)
+    cars_cli.register(kinds)
 
-    data = groups.add_parser("data", help="inspect datasets")
+    data = groups.add_parser("data", help="inspect and prepare datasets")
     data_cmds = data.add_subparsers(dest="command", metavar="COMMAND", required=True)
     info = data_cmds.add_parser("info", help="summarise a dataset directory")
     info.add_argument("path")
     info.set_defaults(func=_data_info)
+    pipeline_cli.register(data_cmds)
 
 
 def _synth_crystals(args: argparse.Namespace) -> int:

@@ -24,7 +24,8 @@ log = logging.getLogger("microforge")
 # Modules that register command groups, in the order their groups appear in --help.
 COMMAND_MODULES = (
     "microforge.datasets.cli",  # synth, data
-    "microforge.trainers.cli",  # train, eval, generate
+    "microforge.trainers.cli",  # train
+    "microforge.evaluate.cli",  # eval
     "microforge.tune.cli",  # tune
     "microforge.serve.cli",  # serve, demo
     "microforge.cluster.cli",  # cluster

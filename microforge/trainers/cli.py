@@ -1,5 +1,5 @@
-"""CLI groups ``train`` and ``eval``: one ``train <workload>`` command per registered workload,
-its flags generated from the workload's options model; ``eval <workload>`` where a workload has one."""
+"""CLI group ``train``: one ``train <workload>`` command per registered workload, its flags
+generated from the workload's options model (``eval`` lives in :mod:`microforge.evaluate.cli`)."""
 
 from __future__ import annotations
 
@@ -44,21 +44,12 @@ def register(groups: argparse._SubParsersAction) -> None:
                               description="Train a registered workload on Ray Train; prints the run directory "
                                           "and the exported artifact.")
     train_cmds = train.add_subparsers(dest="command", metavar="WORKLOAD", required=True)
-    evaluate = groups.add_parser("eval", help="evaluate trained models")
-    eval_cmds = evaluate.add_subparsers(dest="command", metavar="WORKLOAD", required=True)
     for workload in workloads().values():
         parser = train_cmds.add_parser(workload.name, aliases=list(workload.aliases), help=workload.description,
                                        description=workload.description)
         _add_job_flags(parser, workload)
         names = add_option_flags(parser, workload.options_model(), JOB_FLAGS)
         parser.set_defaults(func=_train, workload=workload.name, option_names=names)
-        if workload.evaluate:
-            from microforge.platform.imports import import_object
-
-            eval_parser = eval_cmds.add_parser(workload.name, aliases=list(workload.aliases),
-                                               help=f"evaluate a {workload.name} artifact")
-            import_object(workload.evaluate, f"eval command of workload '{workload.name}'")(eval_parser)
-            add_address_argument(eval_parser)
 
 
 def _add_job_flags(parser: argparse.ArgumentParser, workload: Workload) -> None:

@@ -1,0 +1,1 @@
+"""CARS tissue data: the 16-bit renderer of thyroid-like CARS images."""
