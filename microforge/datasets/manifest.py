@@ -123,6 +123,11 @@ def manifest_splits(path: str | Path) -> dict[str, int]:
     return split_counts(read_manifest(path))
 
 
+# Columns that never name files inside the dataset: ``source`` is the path (outside the dataset)
+# a row was made from, kept as provenance.
+PLAIN_COLUMNS = ("split", "source")
+
+
 def column_kinds(table: "pa.Table") -> dict[str, str]:
     """``"image"``, ``"text"`` or ``"value"`` for each manifest column (see the module doc)."""
     import pyarrow as pa
@@ -131,7 +136,7 @@ def column_kinds(table: "pa.Table") -> dict[str, str]:
     for name in table.column_names:
         kind = "value"
         column = table.column(name)
-        if name != "split" and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        if name not in PLAIN_COLUMNS and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             suffixes = {Path(v).suffix.lower() for v in column.to_pylist() if v is not None}
             if suffixes and suffixes <= set(IMAGE_SUFFIXES):
                 kind = "image"

@@ -118,15 +118,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _meta_path(out: Path, index: int) -> Path:
+def meta_path(out: Path, index: int) -> Path:
     return out / META_DIR / f"{sample_stem(index)}.json"
 
 
-def _load_complete_row(out: Path, index: int, config_hash: str) -> dict[str, Any] | None:
+def load_complete_row(out: Path, index: int, config_hash: str) -> dict[str, Any] | None:
     """The sample's manifest row if its meta file exists and every file matches it, else None."""
-    meta_path = _meta_path(out, index)
+    path = meta_path(out, index)
     try:
-        meta = json.loads(meta_path.read_bytes())
+        meta = json.loads(path.read_bytes())
         if meta.get("config_hash") != config_hash:
             return None
         for rel, digest in meta["files"].items():
@@ -145,7 +145,7 @@ def _render_batch(batch: dict[str, np.ndarray], *, kind: DatasetKind, config_jso
     out_dir = Path(out)
     rows, reused = [], []
     for index in batch["id"].tolist():
-        row = _load_complete_row(out_dir, index, config_hash)
+        row = load_complete_row(out_dir, index, config_hash)
         reused.append(row is not None)
         if row is None:
             sample = kind.encode(config, seed, index, options)
@@ -155,7 +155,7 @@ def _render_batch(batch: dict[str, np.ndarray], *, kind: DatasetKind, config_jso
             meta = {"config_hash": config_hash, "row": row,
                     "files": {rel: _sha256(data) for rel, data in sample.files.items()}}
             # Written last: its presence means every file of the sample is complete.
-            atomic_write_text(_meta_path(out_dir, index), json.dumps(meta, sort_keys=True, indent=1))
+            atomic_write_text(meta_path(out_dir, index), json.dumps(meta, sort_keys=True, indent=1))
         rows.append(json.dumps(row, sort_keys=True))
     return {"row": np.array(rows, dtype=object), "reused": np.array(reused, dtype=bool)}
 
@@ -178,7 +178,7 @@ def _dataset_record(kind: DatasetKind, config: ConfigModel, seed: int, n: int,
 _IDENTITY_KEYS = ("kind", "config_hash", "seed", "options", "renderer_version")
 
 
-def _prepare_directory(out: Path, kind: DatasetKind, record: dict[str, Any], overwrite: bool) -> None:
+def prepare_directory(out: Path, kind: DatasetKind, record: dict[str, Any], overwrite: bool) -> None:
     """Refuse a directory made with another config (unless overwrite), else record ours."""
     info_path = out / "dataset.json"
     if info_path.exists():
@@ -251,7 +251,7 @@ def generate(
         raise MicroforgeError(f"seed must be non-negative, got {seed}")
     out = ensure_writable_dir(out)
     record = _dataset_record(kind, config, seed, n, options)
-    _prepare_directory(out, kind, record, overwrite)
+    prepare_directory(out, kind, record, overwrite)
 
     import ray
 
@@ -275,11 +275,11 @@ def generate(
         raise DatasetError(f"generation stopped after {len(rows)} of {n} samples; "
                            "re-run the same command to complete the dataset")
     reused = sum(bool(r["reused"]) for r in results)
-    counts = _finish(kind, out, record, rows, options)
+    counts = finish_dataset(kind, out, record, rows, options)
     return GenerationSummary(out, len(rows), len(rows) - reused, reused, seconds, counts)
 
 
-def _finish(kind: DatasetKind, out: Path, record: dict[str, Any], rows: list[dict[str, Any]],
+def finish_dataset(kind: DatasetKind, out: Path, record: dict[str, Any], rows: list[dict[str, Any]],
             options: GenerationOptions) -> dict[str, Any]:
     """Write the manifest, split lists, kind-level files and the completed dataset.json."""
     import pyarrow as pa
