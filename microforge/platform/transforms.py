@@ -27,7 +27,7 @@ import numpy as np
 from .config import suggest
 from .errors import ConfigError
 
-__all__ = ["TRANSFORMS", "Transform", "dtype_max", "transform_from_spec"]
+__all__ = ["TRANSFORMS", "Transform", "dtype_max", "percentile_stretch", "transform_from_spec"]
 
 _INTEGER_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -60,8 +60,11 @@ def _unit(image: np.ndarray) -> np.ndarray:
     return _floats(array, 0.0, 1.0)
 
 
-def _percentile(image: np.ndarray, p_lo: float, p_hi: float, log1p: bool) -> np.ndarray:
-    """Per image (the last two axes): clip to the percentiles and stretch to [0, 1]."""
+def percentile_stretch(image: np.ndarray, p_lo: float, p_hi: float, log1p: bool
+                       ) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The ``percentile`` transform and the clip values it used: per image (the last two axes),
+    optional ``log1p``, clip to the ``[p_lo, p_hi]`` percentiles and stretch to [0, 1] (a flat
+    image becomes 0). Returns the float32 result and ``(low, high)`` per image."""
     array = np.asarray(image)
     if array.dtype.kind not in "uif":
         raise ConfigError(f"images must be numeric, got {array.dtype}")
@@ -71,10 +74,16 @@ def _percentile(image: np.ndarray, p_lo: float, p_hi: float, log1p: bool) -> np.
     lead = x.shape[:-2]
     flat = x.reshape(-1, *x.shape[-2:]) if lead else x[None]
     out = np.empty_like(flat)
+    bounds = []
     for i, plane in enumerate(flat):
-        lo, hi = np.percentile(plane, [p_lo, p_hi])
+        lo, hi = (float(v) for v in np.percentile(plane, [p_lo, p_hi]))
         out[i] = np.clip((plane - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(plane)
-    return out.reshape(x.shape)
+        bounds.append((lo, hi))
+    return out.reshape(x.shape), bounds
+
+
+def _percentile(image: np.ndarray, p_lo: float, p_hi: float, log1p: bool) -> np.ndarray:
+    return percentile_stretch(image, p_lo, p_hi, log1p)[0]
 
 
 def _from_unit(x: np.ndarray, dtype: Any) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...platform.errors import ConfigError
-from ...platform.transforms import Transform
+from ...platform.transforms import Transform, percentile_stretch
 from .discover import discover_images, read_source
 from .jobs import FileJob, JobSummary, run_job
 from .stats import bright_fraction, noise_sigma
@@ -86,12 +86,9 @@ def prepare_image(item: dict[str, Any], data: bytes, params: dict[str, Any]) -> 
     source = read_source(data, item["source"], params["page"])
     transform = Transform("percentile", {"p_lo": params["p_low"], "p_hi": params["p_high"],
                                          "log1p": params["log1p"]})
-    # The clip values the transform uses (the same float32 values, the same percentile call).
-    x = source.image.astype(np.float32)
-    if params["log1p"]:
-        x = np.log1p(np.maximum(x, 0.0))
-    clip_low, clip_high = (float(v) for v in np.percentile(x, [params["p_low"], params["p_high"]]))
-    unit = denoise(transform.apply(source.image), params["denoise"])
+    # The percentile transform, computed once for its values and the clip values it used.
+    stretched, [(clip_low, clip_high)] = percentile_stretch(source.image, **transform.params)
+    unit = denoise(stretched, params["denoise"])
     image = transform.invert(unit, np.dtype(BITS[params["bits"]]))
     rel = f"images/{item['index']:07d}.tif"
     columns = {
