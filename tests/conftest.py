@@ -26,9 +26,11 @@ def ray_local():
     """A local Ray with exactly 2 CPUs, started once and shut down after the last test."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+    from microforge.platform.runtime import ray_runtime
+
+    # Started as every embedded Ray microforge starts: ports on the loopback only, no dashboard.
+    with ray_runtime(num_cpus=2, configure_logging=False):
+        yield ray
 
 
 @pytest.fixture()

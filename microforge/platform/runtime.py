@@ -32,6 +32,34 @@ def apply_default_env() -> None:
         os.environ.setdefault(key, value)
 
 
+# Ray 2.60 binds the GCS, raylet, object manager, workers and agents to the node's IP address,
+# which on Linux is the machine's network address (reachable by anyone on the network, and with
+# RAY_AUTH_MODE=disabled, able to run code). Ray uses the loopback address instead when it is
+# told that clusters are off (the setting is meant for Windows and macOS laptops), and ray.init's
+# own ``_node_ip_address="127.0.0.1"`` is turned back into the network address, so an embedded
+# Ray gets the setting, in this process (Ray read it at import) and in the processes it starts.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Make a Ray started inside the block bind every port to 127.0.0.1 (restored afterwards, so
+    that a later connection to a cluster in the same process gets the network address again)."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved_env
+
+
 @contextlib.contextmanager
 def ray_runtime(
     address: str | None = None,
@@ -45,6 +73,11 @@ def ray_runtime(
         address: a cluster to connect to (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
             defaults to ``$RAY_ADDRESS``; ``None`` starts an embedded local Ray.
         num_cpus, num_gpus: resources of an embedded Ray (ignored when connecting).
+
+    An embedded Ray binds every port (GCS, raylet, object manager, workers, agents, dashboard)
+    to 127.0.0.1: with ``RAY_AUTH_MODE=disabled`` nobody else on the network may reach it. A
+    multi-node cluster (``microforge cluster``) is reached with ``address`` and should run with
+    ``--ray-auth token``.
     """
     import ray
 
@@ -63,7 +96,11 @@ def ray_runtime(
             # at the default 127.0.0.1:8265, which may be another user's Ray on a shared node,
             # and tear down our training workers; point it at a closed port instead.
             os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **init_kwargs)
+        else:
+            init_kwargs.setdefault("dashboard_host", "127.0.0.1")
+        # Every port of an embedded Ray on 127.0.0.1 (see loopback_only); no client server starts.
+        with loopback_only():
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **init_kwargs)
     try:
         yield
     finally:

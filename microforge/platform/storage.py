@@ -19,11 +19,39 @@ def state_dir() -> Path:
     return path
 
 
+def current_umask() -> int:
+    """The process' umask, read without changing it where the system tells it (Linux), since
+    setting it to read it back races with threads creating files."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file: 0o666 less the umask (0o644 under 022)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir`` would give a new directory: 0o777 less the umask (0o755 under 022)."""
+    return 0o777 & ~current_umask()
+
+
 def _temp_copy(path: Path, data: bytes) -> str:
-    """``data`` written to a new temp file beside ``path`` (its directory created); the temp's path."""
+    """``data`` written to a new temp file beside ``path`` (its directory created); the temp's path.
+    The file gets the umask's mode (``mkstemp`` alone would leave it 0600, unreadable to a lab's
+    colleagues once renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
     except BaseException:
@@ -115,6 +143,7 @@ def atomic_replace_dir(target: str | Path, fill: Callable[[Path], None]) -> Path
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
+        os.chmod(tmp, dir_mode())  # mkdtemp's 0700 would outlive the rename
         fill(tmp)
         if target.exists():
             shutil.rmtree(target)

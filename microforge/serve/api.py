@@ -6,6 +6,7 @@ with a 4xx/5xx status on failure (images and files excepted).
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 from pathlib import Path
@@ -15,6 +16,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -22,6 +24,7 @@ from microforge import __version__
 from microforge.platform.errors import ConfigError, MicroforgeError
 
 from .backend import Backend, unwrap
+from .guards import RequestGuard, allowed_host_names
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,38 @@ SHARED_ROUTES = ("system", "analysis")  # modules under routes/ that belong to n
 
 def error(status: int, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"ok": False, "detail": detail, **extra}, status_code=status)
+
+
+class ErrorLocation(BaseModel):
+    loc: list[str]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer of the API (images and files excepted)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ok: bool = Field(False, description="Always false.")
+    detail: str = Field(..., description="What went wrong, in words a user can act on.")
+    errors: list[ErrorLocation] | None = Field(None, description="422 on a malformed request: each invalid field.")
+
+
+_ERROR_MEANINGS = {
+    400: "Bad request: a malformed name or path.",
+    401: "Missing or wrong bearer token.",
+    403: "Refused: a path outside the data root, a foreign Host or a cross-origin change.",
+    404: "Not found.",
+    409: "Conflict with a running or unfinished job.",
+    413: "Too large: body, upload, image pixels or count past a configured limit.",
+    415: "Not an accepted image format.",
+    422: "Invalid request or configuration value.",
+    500: "Internal error (see the server log).",
+    503: "A backend replica or model is unavailable; retry shortly.",
+    504: "The server-side deadline passed (limits.request_timeout_s).",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in _ERROR_MEANINGS.items()}
 
 
 def status_of(exc: BaseException) -> int:
@@ -83,7 +118,23 @@ def install_error_handlers(app: FastAPI) -> None:
         cause = unwrap(exc)
         if isinstance(cause, MicroforgeError):
             return error(status_of(cause), str(cause))
+        known = known_error(cause)
+        if known is not None:
+            return error(*known)
         return error(500, f"internal error ({type(cause).__name__}); see the server log")
+
+
+def known_error(exc: BaseException) -> tuple[int, str] | None:
+    """The 4xx answer of an error a request's input caused deep in a library, or None."""
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):
+        return 413, "the requested image would be too large to draw (a size past Pillow's pixel limit)"
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return 400, "a file or folder name is too long"
+    if isinstance(exc, MemoryError):
+        return 413, "the request needs more memory than the server has; ask for less"
+    return None
 
 
 class BodyLimit:
@@ -134,10 +185,14 @@ class BearerToken:
 
 
 def install_guards(app: FastAPI, backend: Backend) -> None:
-    """Body-size cap and the optional bearer token on mutating endpoints."""
-    app.add_middleware(BodyLimit, max_bytes=backend.config.limits.max_request_bytes)
-    if backend.config.api_token:
-        app.add_middleware(BearerToken, token=backend.config.api_token)
+    """Body-size cap, the optional bearer token on mutating endpoints, and (outermost) the
+    Host / Origin guard that also adds ``X-Content-Type-Options: nosniff``."""
+    config = backend.config
+    app.add_middleware(BodyLimit, max_bytes=config.limits.max_request_bytes)
+    if config.api_token:
+        app.add_middleware(BearerToken, token=config.api_token)
+    app.add_middleware(RequestGuard, hosts=allowed_host_names(config.host, config.allowed_hosts),
+                       cors_origins=config.cors_origins, token=bool(config.api_token))
 
 
 def create_api(backend: Backend) -> FastAPI:
@@ -157,7 +212,7 @@ def create_api(backend: Backend) -> FastAPI:
         app.add_middleware(CORSMiddleware, **cors)
     modules = [*SHARED_ROUTES, *(name for task in TASKS for name in task.routers)]
     for name in dict.fromkeys(modules):
-        app.include_router(importlib.import_module(f"{__package__}.routes.{name}").router)
+        app.include_router(importlib.import_module(f"{__package__}.routes.{name}").router, responses=ERROR_RESPONSES)
 
     @app.get("/", include_in_schema=False)
     async def index():

@@ -49,6 +49,10 @@ class ServiceUnavailable(MicroforgeError):
     status = 503
 
 
+class DeadlinePassed(MicroforgeError):
+    status = 504
+
+
 async def offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run CPU or disk work in a worker thread so the event loop stays free."""
     return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
@@ -106,12 +110,24 @@ class Backend:
         return self.handles[task]
 
     async def call(self, method: Any, *args: Any) -> Any:
-        """``await method.remote(*args)``, retried when the replica died; replica errors re-raised as-is."""
+        """``await method.remote(*args)``, retried when the replica died; replica errors re-raised as-is.
+
+        Raises:
+            DeadlinePassed: no answer within ``limits.request_timeout_s`` (the call is cancelled,
+                as it is when the client disconnects and Serve cancels this request).
+        """
         import ray
 
+        timeout = self.limits.request_timeout_s
         for attempt in range(RETRIES + 1):
+            response = method.remote(*args)
             try:
-                return await method.remote(*args)
+                return await asyncio.wait_for(_awaited(response), timeout)
+            except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+                _cancel(response)  # stop the replica's work (a batched call leaves its batch)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise DeadlinePassed(f"no answer within {timeout:g} s (limits.request_timeout_s)") from None
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 if attempt == RETRIES:
                     raise ServiceUnavailable(f"the backend is unavailable ({type(exc).__name__}); retry shortly") \
@@ -213,6 +229,32 @@ class Backend:
         data = await self.read_upload(file)
         return await offload(decode_image, data, max_side=self.limits.max_image_side,
                              max_pixels=self.limits.max_image_pixels)
+
+
+async def _awaited(response: Any) -> Any:
+    return await response
+
+
+def _cancel(response: Any) -> None:
+    """Cancel a deployment call (``DeploymentResponse.cancel``) or an actor call (an ObjectRef)."""
+    import ray
+
+    try:
+        if hasattr(response, "cancel"):
+            response.cancel()
+        elif isinstance(response, ray.ObjectRef):
+            ray.cancel(response)
+    except Exception as exc:  # noqa: BLE001 - best effort: the call may have finished meanwhile
+        log.debug("cannot cancel a backend call: %s", exc)
+
+
+def check_infer_pixels(backend: "Backend", image: np.ndarray) -> None:
+    """413 when ``image`` has more pixels than a model replica accepts (``limits.max_infer_pixels``)."""
+    height, width = image.shape[:2]
+    cap = backend.limits.max_infer_pixels
+    if width * height > cap:
+        raise HTTPException(413, f"image is {width}x{height}; models accept at most {cap} pixels "
+                                 "(limits.max_infer_pixels)")
 
 
 def count_files(folder: Path, pattern: str) -> int:

@@ -39,6 +39,7 @@ from microforge.platform.storage import state_dir
 from .tasks import DEPLOYMENT_NAMES, TASKS
 
 TOKEN_ENV = "MICROFORGE_API_TOKEN"
+DEFAULT_MAX_BATCH_IMAGES = 10_000
 MODEL_TASKS = tuple(task.name for task in TASKS if task.role)
 
 
@@ -116,8 +117,25 @@ class Limits(ConfigModel):
     max_preview_pixels: int = Field(4096 * 4096, ge=256, le=1 << 30,
                                     description="Most pixels of one synthesis preview (width x height).")
     max_bulk_rows: int = Field(32, ge=1, le=1024, description="Most rows of one /synth_preview_bulk.")
-    max_batch_images: int = Field(1_000_000, ge=1, le=100_000_000, description="Most images of one /synth_batch.")
+    max_batch_images: int = Field(DEFAULT_MAX_BATCH_IMAGES, ge=1, le=100_000_000,
+                                  description=f"Most images of one /synth_batch; above {DEFAULT_MAX_BATCH_IMAGES} "
+                                              f"only with an API token (${TOKEN_ENV}).")
     max_generate_images: int = Field(64, ge=1, le=100_000, description="Most images (seeds) of one /generate.")
+    max_infer_pixels: int = Field(2048 * 2048, ge=256, le=1 << 32,
+                                  description="Most pixels of one image sent to a model (/predict, /inference, "
+                                              "/stream_frame; 413 beyond): bounds a replica's memory.")
+    request_timeout_s: float = Field(120.0, gt=0, le=86_400,
+                                     description="Deadline of one call to a model or renderer replica (504 beyond).")
+    job_timeout_s: float = Field(6 * 3600.0, gt=0, le=30 * 86_400,
+                                 description="A background job (/synth_batch, time-lapse run) still running after "
+                                             "this long is cancelled.")
+    max_live_clients: int = Field(8, ge=1, le=10_000,
+                                  description="WebSocket clients of /ws/live per ingress replica (closed with code "
+                                              "1013 beyond); keep well below the Ingress max_ongoing_requests, "
+                                              "since each open socket holds one of its request slots.")
+    live_idle_timeout_s: float = Field(300.0, gt=0, le=86_400,
+                                       description="A /ws/live client that sends nothing this long is closed "
+                                                   "(clients keep alive by sending any text).")
 
 
 class ServeConfig(ConfigModel):
@@ -136,6 +154,9 @@ class ServeConfig(ConfigModel):
                                            description="Model id (inside models_dir) per Serve task served when "
                                                        "none is selected; default: the task's newest artifact.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
+    allowed_hosts: list[str] = Field(default_factory=list,
+                                     description="Host names the server answers to besides the bound address and "
+                                                 "localhost (a DNS-rebinding guard); '*' accepts any.")
     state_actor: str = Field("microforge-serve-state", pattern=r"^[A-Za-z0-9_.-]{1,100}$",
                              description="Name of the detached Ray actor holding jobs and live state.")
     synth_workers: Optional[int] = Field(None, ge=1, le=4096, description="Parallel render tasks of /synth_batch.")
@@ -188,6 +209,10 @@ class ServeConfig(ConfigModel):
         for path in (data_root, models_dir):
             path.mkdir(parents=True, exist_ok=True)
         token = self.api_token if self.api_token is not None else os.environ.get(TOKEN_ENV) or None
+        if self.limits.max_batch_images > DEFAULT_MAX_BATCH_IMAGES and not token:
+            raise ConfigError(f"limits.max_batch_images {self.limits.max_batch_images} exceeds "
+                              f"{DEFAULT_MAX_BATCH_IMAGES}: allowed only with an API token (set {TOKEN_ENV}); "
+                              "`microforge synth` renders datasets of any size from the command line")
         return self.model_copy(update={"data_root": str(data_root), "models_dir": str(models_dir),
                                        "api_token": token})
 

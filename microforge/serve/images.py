@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from microforge.platform.config import ConfigModel
 from microforge.platform.errors import MicroforgeError
@@ -138,12 +138,12 @@ class PreprocPipeline(ConfigModel):
     """The preprocessing pipeline, applied in field order."""
 
     desaturate: float = Field(0.0, ge=0, le=1, description="Blend towards gray (1 = fully gray).")
-    clahe_enable: bool = Field(False, description="CLAHE on the L channel of LAB.")
+    clahe_enable: StrictBool = Field(False, description="CLAHE on the L channel of LAB.")
     clahe_clip_limit: float = Field(2.0, gt=0, le=100, description="CLAHE contrast clip limit.")
     clahe_tile_grid: int = Field(8, ge=1, le=64, description="CLAHE tiles per side.")
-    equalize: bool = Field(False, description="Histogram equalisation of the L channel.")
+    equalize: StrictBool = Field(False, description="Histogram equalisation of the L channel.")
     gradient_strength: float = Field(0.0, ge=0, le=1, description="Blend towards the Sobel gradient magnitude.")
-    invert: bool = Field(False, description="Invert intensities last.")
+    invert: StrictBool = Field(False, description="Invert intensities last.")
 
 
 def apply_pipeline(image: np.ndarray, pipeline: PreprocPipeline) -> np.ndarray:

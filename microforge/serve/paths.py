@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 from microforge.platform.errors import MicroforgeError
 
 # A single file or preset name: letters, digits, '_', '-', '.', not starting with '.'.
+# The longest file or folder name most file systems store (longer ones fail with ENAMETOOLONG).
+MAX_COMPONENT_BYTES = 255
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,127}$")
 
 
@@ -37,6 +39,8 @@ def check_relative(name: str, what: str = "path") -> PurePosixPath:
     if len(name) > 1024 or any(ord(c) < 32 for c in name) or "\\" in name:
         raise PathRejected(f"{what} '{name[:80]}' contains characters that are not allowed")
     path = PurePosixPath(name)
+    if any(len(part.encode("utf-8")) > MAX_COMPONENT_BYTES for part in path.parts):
+        raise PathRejected(f"{what} '{name[:80]}...' has a component longer than {MAX_COMPONENT_BYTES} bytes")
     if path.is_absolute() or name.startswith("~"):
         raise PathRejected(f"{what} '{name}' must be relative (absolute paths are not accepted)")
     if any(part == ".." for part in path.parts):

@@ -84,8 +84,9 @@ class ServeState:
     # --- jobs --------------------------------------------------------------------------------
 
     async def start_job(self, job_id: str, kind: str, record: dict[str, Any], task: str,
-                        kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Submit ``microforge.serve.jobs.<task>`` with ``kwargs`` and track it as ``job_id``.
+                        kwargs: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        """Submit ``microforge.serve.jobs.<task>`` with ``kwargs`` and track it as ``job_id``; a job
+        still running after ``timeout_s`` is cancelled (its errors say so).
 
         Raises:
             JobConflict: a job whose task is still running writes the same folder (``record["out"]``);
@@ -105,7 +106,16 @@ class ServeState:
                              "started_at": time.time(), "finished_at": None, "errors": [], "result": None}
         self.latest[kind] = job_id
         asyncio.get_running_loop().create_task(self._watch(job_id, ref))
+        if timeout_s is not None:
+            asyncio.get_running_loop().create_task(self._deadline(job_id, timeout_s))
         return dict(self.jobs[job_id])
+
+    async def _deadline(self, job_id: str, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)
+        if job_id in self.refs and self.jobs[job_id]["state"] not in _FINAL_STATES:
+            self.jobs[job_id]["errors"].append(f"cancelled: still running after {timeout_s:g} s "
+                                               "(limits.job_timeout_s)")
+            await self.cancel_job(job_id)
 
     async def _watch(self, job_id: str, ref: ray.ObjectRef) -> None:
         job = self.jobs[job_id]

@@ -80,7 +80,8 @@ class ServeApp:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/live"
+        """The live WebSocket, with the token (a browser cannot set headers on a WebSocket)."""
+        return f"ws://127.0.0.1:{self.port}/ws/live?token={self.token}"
 
 
 def app_config(tmp: Path, port: int, state_actor: str):
@@ -94,7 +95,8 @@ def app_config(tmp: Path, port: int, state_actor: str):
         "synth_workers": 1, "timelapse_workers": 1,
         "limits": {"max_upload_bytes": 2 << 20, "max_request_bytes": 8 << 20, "max_folder_files": 20,
                    "max_image_side": 1024, "max_image_pixels": 1024 * 1024, "max_preview_pixels": 512 * 512,
-                   "max_bulk_rows": 8, "max_batch_images": 200, "max_generate_images": 16},
+                   "max_bulk_rows": 8, "max_batch_images": 200, "max_generate_images": 16,
+                   "max_live_clients": 4},
         "deployments": {
             "Ingress": {"num_replicas": 2, **no_cpu},
             # A long batch wait makes concurrent requests reliably share a batch on a busy machine.

@@ -481,9 +481,14 @@ def test_timelapse_upload_inspect_run_and_result(client, serve_app):
               ("files", ("seq/frame_12.png", b"\x89PNG garbage", "image/png")),
               ("files", ("seq/notes.txt", b"hello", "text/plain"))]
     upload = ok(client.post("/outputs_upload_folder", files=files, data={"folder": "movie"}))
-    assert upload["dataset_path"] == "timelapse/movie" and upload["saved"] == 5
+    # Content is checked like /upload: the empty and the corrupt frame are reported, not stored.
+    assert upload["dataset_path"] == "timelapse/movie" and upload["saved"] == 3
     assert upload["skipped"] == ["seq/notes.txt"]
+    assert [r["name"] for r in upload["rejected"]] == ["seq/frame_11.png", "seq/frame_12.png"]
     path = upload["dataset_path"]
+    # Frames that reach the folder another way (a microscope writing to the share) may still be bad.
+    (serve_app.data_root / path / "seq" / "frame_11.png").write_bytes(b"")
+    (serve_app.data_root / path / "seq" / "frame_12.png").write_bytes(b"\x89PNG garbage")
     inspect = ok(client.get("/outputs_inspect_dataset", params={"dataset_path": path}))
     assert (inspect["total"], inspect["readable"], inspect["zero_size"], inspect["unreadable"]) == (5, 3, 1, 1)
     fails(client.post("/outputs_upload_folder", files=[("files", ("../x.png", b"x", "image/png"))]), 400)
@@ -551,6 +556,42 @@ def test_live_frames_reach_every_websocket_client(client, serve_app):
     stats = ok(client.get("/live_stats"))
     assert stats["last"]["time"] == stamp and stats["history"][-1]["count"] == 3
     fails(client.post("/stream_frame", files={"file": ("f.txt", b"nope", "text/plain")}), 415)
+
+
+def test_idle_websockets_do_not_starve_http(client, serve_app):
+    """64 idle /ws/live sockets (each would hold an ingress request slot): beyond the cap of live
+    clients they are closed with 1013, a socket without the token is refused, and /health and
+    /predict keep answering."""
+    import websockets
+
+    image, _ = rods_image()
+
+    async def scenario() -> tuple[list[int], int, int, int]:
+        anonymous = f"ws://127.0.0.1:{serve_app.port}/ws/live"
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            await websockets.connect(anonymous, open_timeout=30)
+        sockets = await asyncio.gather(*(websockets.connect(serve_app.ws_url, open_timeout=60) for _ in range(64)))
+        try:
+            async def closed_code(ws) -> int:
+                try:
+                    await asyncio.wait_for(ws.wait_closed(), 10)
+                    return ws.close_code
+                except asyncio.TimeoutError:
+                    return 0  # still open: one of the allowed clients
+            codes = await asyncio.gather(*(closed_code(ws) for ws in sockets))
+            async with httpx.AsyncClient(base_url=serve_app.url, headers=serve_app.headers, timeout=30) as c:
+                health = await c.get("/health")
+                predict = await c.post("/predict", files={"file": ("f.png", png_bytes(image), "image/png")})
+                frame = await c.post("/stream_frame", files={"file": ("f.png", png_bytes(image), "image/png")})
+            return codes, health.status_code, predict.status_code, frame.status_code
+        finally:
+            await asyncio.gather(*(ws.close() for ws in sockets))
+
+    codes, health, predict, frame = asyncio.run(scenario())
+    assert (health, predict, frame) == (200, 200, 200)
+    open_sockets = codes.count(0)
+    assert 1 <= open_sockets <= 8, codes  # at most 4 per ingress replica (2 replicas)
+    assert codes.count(1013) == 64 - open_sockets, codes
 
 
 # --- security: token, CORS, no shell ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 
 from microforge.trainers.metrics import dice_score
 
-from ..backend import Backend, get_backend, offload
+from ..backend import Backend, check_infer_pixels, get_backend, offload
 from ..images import encode, png_b64, to_gray
 
 router = APIRouter(tags=["delineation"])
@@ -33,6 +33,7 @@ async def _predict(backend: Backend, image: np.ndarray, model_id: str | None = N
                    prob: str | None = None) -> dict[str, Any]:
     """Run the segmentation model on a gray image (uint8, uint16, or float in the transform's
     range) through the batching deployment; ``prob``: ``u8``/``f32`` asks for the map."""
+    check_infer_pixels(backend, image)
     model_id = await backend.model_id("segment", model_id)
     return await backend.call(backend.handle("segment").predict, model_id, image, prob)
 

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from ..backend import Backend, get_backend, image_url, offload
+from ..backend import Backend, check_infer_pixels, get_backend, image_url, offload
 from ..images import PreprocPipeline, apply_pipeline
 from .analysis import ImageBody
 
@@ -28,6 +28,7 @@ class CompareBody(InferenceBody):
 
 
 async def _detect(backend: Backend, image: np.ndarray, model_id: str) -> dict[str, Any]:
+    check_infer_pixels(backend, image)
     start = time.perf_counter()
     result = await backend.call(backend.handle("detect").detect, model_id, image)
     inferred = time.perf_counter()

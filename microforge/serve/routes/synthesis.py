@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from microforge.platform.errors import ConfigError
 from microforge.platform.storage import atomic_write_text
@@ -26,8 +26,24 @@ STANDARD_FILE = "presets/synth_standard.json"
 DATASETS_DIR = "datasets"
 
 
+FONTS_DIR = "fonts"  # under the data root: the fonts a request may name, besides the package's
+PACKAGE_FONTS = Path(__file__).resolve().parents[1] / "fonts"
+FONT_SUFFIXES = (".ttf", ".otf", ".ttc")
+
+
+def available_fonts(backend: Backend) -> dict[str, Path]:
+    """Font file name -> path: the package's fonts, then the data root's ``fonts/`` (which shadow them)."""
+    fonts: dict[str, Path] = {}
+    for folder in (PACKAGE_FONTS, backend.data_root / FONTS_DIR):
+        if folder.is_dir():
+            fonts.update({p.name: p for p in sorted(folder.iterdir())
+                          if p.suffix.lower() in FONT_SUFFIXES and p.is_file()})
+    return fonts
+
+
 def crystal_config(backend: Backend, config: Optional[dict[str, Any]]):
-    """Validate a request's config (None = the saved standard or the defaults) and cap its canvas."""
+    """Validate a request's config (None = the saved standard or the defaults), cap its canvas
+    and check its font: ``scalebar_ttf`` names one of :func:`available_fonts` (never a path)."""
     from microforge.datasets.crystals import CrystalConfig
 
     parsed = CrystalConfig.load(config) if config is not None else _default_config(backend)[0]
@@ -35,7 +51,23 @@ def crystal_config(backend: Backend, config: Optional[dict[str, Any]]):
     if parsed.width * parsed.height > cap:
         raise ConfigError(f"canvas {parsed.width}x{parsed.height} exceeds the server's limit of {cap} pixels "
                           "per image (limits.max_preview_pixels)")
+    font_px = max(parsed.scalebar_font_px)
+    if font_px > max(parsed.width, parsed.height):
+        raise ConfigError(f"scalebar_font_px {font_px} exceeds the canvas ({parsed.width}x{parsed.height})")
+    if parsed.scalebar_ttf is not None and parsed.scalebar_ttf not in available_fonts(backend):
+        # The same answer whether or not such a file exists anywhere: no file-existence oracle.
+        names = ", ".join(available_fonts(backend)) or "none"
+        raise ConfigError(f"scalebar_ttf '{str(parsed.scalebar_ttf)[:100]}' is not an available font (available: "
+                          f"{names}); put .ttf/.otf files in <data root>/{FONTS_DIR}/ and give the file name")
     return parsed
+
+
+def render_config(backend: Backend, config) -> dict[str, Any]:
+    """A checked config as the renderer takes it: the font's file name replaced by its path."""
+    data = config.to_json_dict()
+    if data.get("scalebar_ttf"):
+        data["scalebar_ttf"] = str(available_fonts(backend)[data["scalebar_ttf"]])
+    return data
 
 
 def _default_config(backend: Backend):
@@ -63,7 +95,7 @@ class PreviewBody(RequestBody):
     t: float = Field(0.5, ge=0, le=1, description="Growth stage in [0, 1] (0 = lambda 0.1, 1 = lambda 10).")
     config: Optional[dict[str, Any]] = Field(None, description="CrystalConfig; none = the standard or defaults.")
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="Random seed; none = a fresh one.")
-    return_obbs: bool = False
+    return_obbs: StrictBool = False
     quality: int = Field(85, ge=1, le=100, description="JPEG quality.")
 
 
@@ -77,7 +109,7 @@ class BulkBody(RequestBody):
     rows: list[BulkRow] = Field(..., min_length=1)
     config: Optional[dict[str, Any]] = None
     quality: int = Field(85, ge=1, le=100)
-    return_obbs: bool = False
+    return_obbs: StrictBool = False
 
 
 class BatchBody(RequestBody):
@@ -157,7 +189,8 @@ async def synth_preview(body: PreviewBody, backend: Backend = Depends(get_backen
     """Render one image at stage ``t``: a JPEG data URL, timings and optionally the oriented boxes."""
     config = await offload(crystal_config, backend, body.config)
     seed = secrets.randbelow(2**31) if body.seed is None else body.seed
-    result = await backend.call(backend.handle("render").preview, config.to_json_dict(), body.t, seed, body.quality,
+    rendered = await offload(render_config, backend, config)
+    result = await backend.call(backend.handle("render").preview, rendered, body.t, seed, body.quality,
                                 body.return_obbs)
     return {"ok": True, **result}
 
@@ -170,7 +203,7 @@ async def synth_preview_bulk(body: BulkBody, backend: Backend = Depends(get_back
     ids = [str(row.id) for row in body.rows]
     if len(set(ids)) != len(ids):
         raise HTTPException(422, "row ids must be unique")
-    config = (await offload(crystal_config, backend, body.config)).to_json_dict()
+    config = await offload(render_config, backend, await offload(crystal_config, backend, body.config))
     seeds = {i: secrets.randbelow(2**31) if row.seed is None else row.seed for i, row in zip(ids, body.rows)}
     start = time.perf_counter()
     results = await asyncio.gather(*(
@@ -202,9 +235,10 @@ async def synth_batch(body: BatchBody, backend: Backend = Depends(get_backend)) 
         raise HTTPException(400, "out_dir must name a folder")
     job_id = uuid.uuid4().hex
     record = {"out": str(out), "out_dir": relative_to_root(backend.data_root, out), "total": body.n_images}
-    kwargs = {"config": config.to_json_dict(), "n": body.n_images, "out": str(out), "seed": body.seed_base,
+    kwargs = {"config": await offload(render_config, backend, config), "n": body.n_images, "out": str(out), "seed": body.seed_base,
               "workers": backend.config.synth_workers}
-    await backend.state.start_job.remote(job_id, "synth", record, "run_synth_job", kwargs)
+    await backend.state.start_job.remote(job_id, "synth", record, "run_synth_job", kwargs,
+                                         backend.limits.job_timeout_s)
     return {"ok": True, "job_id": job_id, "out_dir": record["out_dir"], "total": body.n_images}
 
 

@@ -8,13 +8,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import Field
 
 from microforge.platform.storage import atomic_write_bytes
 
 from ..backend import JOB_ID, Backend, RequestBody, count_files, get_backend, get_job, image_url, offload
-from ..images import IMAGE_SUFFIXES, PreprocPipeline
+from ..images import IMAGE_SUFFIXES, ImageRejected, PreprocPipeline, decode_image
 from ..paths import check_name, check_relative, relative_to_root
 
 router = APIRouter(tags=["time-lapse"])
@@ -44,30 +46,58 @@ def _dataset_folder(backend: Backend, dataset_path: str) -> Path:
     return folder
 
 
-@router.post("/outputs_upload_folder")
-async def outputs_upload_folder(files: list[UploadFile] = File(..., description="Frames; each file name is its "
-                                                                                 "path relative to the folder."),
-                                folder: Optional[str] = Form(None, description="Name of the folder to create."),
-                                backend: Backend = Depends(get_backend)) -> dict[str, Any]:
-    """Store a folder of frames under ``timelapse/`` keeping their relative paths; non-images are skipped."""
+_FOLDER_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "Frames; each file name is its path relative to the folder "
+                                 "(at most limits.max_folder_files)."},
+        "folder": {"type": "string", "description": "Name of the folder to create."}}}}}}}
+
+
+async def _folder_form(request: Request, max_files: int):
+    """The multipart form, parsed with the configured file limit (Starlette's own is 1000)."""
+    try:
+        return await request.form(max_files=max_files, max_fields=16)
+    except StarletteHTTPException as exc:  # Starlette's multipart limits answer 400 "Too many files ..."
+        if "Too many files" in str(exc.detail):
+            raise HTTPException(413, f"more than {max_files} files; at most {max_files} per upload "
+                                     "(limits.max_folder_files)") from None
+        raise
+
+
+@router.post("/outputs_upload_folder", openapi_extra=_FOLDER_FORM)
+async def outputs_upload_folder(request: Request, backend: Backend = Depends(get_backend)) -> dict[str, Any]:
+    """Store a folder of frames under ``timelapse/`` keeping their relative paths; files without an
+    image suffix are skipped, and files whose content is not an acceptable image (checked like
+    ``/upload``) are reported in ``rejected``."""
     limits = backend.limits
-    if len(files) > limits.max_folder_files:
-        raise HTTPException(413, f"{len(files)} files; at most {limits.max_folder_files} per upload")
+    form = await _folder_form(request, limits.max_folder_files)
+    files = [f for f in form.getlist("files") if isinstance(f, StarletteUpload)]
+    folder = form.get("folder")
+    if not files:
+        raise HTTPException(422, "files: at least one file is required")
+    if folder is not None and not isinstance(folder, str):
+        raise HTTPException(422, "folder must be a text field")
     base = f"{TIMELAPSE_DIR}/{check_name(folder, 'folder') if folder else uuid.uuid4().hex[:12]}"
-    saved, skipped = [], []
+    saved, skipped, rejected = [], [], []
     for file in files:
         rel = check_relative(file.filename or "", "file name")
         if rel.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append(file.filename)
             continue
-        data = await backend.read_upload(file)
         target = backend.data_path(f"{base}/{rel.as_posix()}", what="file name")
+        data = await backend.read_upload(file)
+        try:
+            await offload(decode_image, data, max_side=limits.max_image_side, max_pixels=limits.max_image_pixels)
+        except ImageRejected as exc:
+            rejected.append({"name": rel.as_posix(), "status": exc.status, "detail": str(exc)})
+            continue
         await offload(atomic_write_bytes, target, data)
         saved.append(rel.as_posix())
     if not saved:
-        raise HTTPException(415, f"no image files among the {len(files)} uploaded "
+        raise HTTPException(415, f"no acceptable image files among the {len(files)} uploaded "
                                  f"(accepted: {', '.join(IMAGE_SUFFIXES)})")
-    return {"ok": True, "dataset_path": base, "saved": len(saved), "skipped": skipped}
+    return {"ok": True, "dataset_path": base, "saved": len(saved), "skipped": skipped, "rejected": rejected}
 
 
 def _inspect(folder: Path) -> dict[str, Any]:
@@ -133,7 +163,8 @@ async def outputs_run_batch_start(body: RunBody, backend: Backend = Depends(get_
               "url_prefix": image_url(relative_to_root(backend.data_root, out)),
               "workers": min(backend.config.timelapse_workers, len(items)),
               "max_side": backend.limits.max_image_side, "max_pixels": backend.limits.max_image_pixels}
-    await backend.state.start_job.remote(job_id, "timelapse", record, "run_timelapse_job", kwargs)
+    await backend.state.start_job.remote(job_id, "timelapse", record, "run_timelapse_job", kwargs,
+                                         backend.limits.job_timeout_s)
     return {"ok": True, "job_id": job_id, "total": len(items), "model_id": model_id}
 
 

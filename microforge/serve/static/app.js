@@ -855,17 +855,22 @@ async function showLiveFrame(last, version) {
 
 function connectLive() {
   if (live.ws && live.ws.readyState <= 1) return;
-  const url = api.url("ws/live").replace(/^http/, "ws");
+  const url = new URL(api.url("ws/live").replace(/^http/, "ws"));
+  if (api.token()) url.searchParams.set("token", api.token());  // a WebSocket cannot carry headers
   const badge = $("#live-state");
   badge.textContent = "connecting"; badge.className = "badge warn";
   const ws = new WebSocket(url);
   live.ws = ws;
-  ws.onopen = () => { badge.textContent = "connected"; badge.className = "badge ok"; live.retry = 1000; };
+  ws.onopen = () => {
+    badge.textContent = "connected"; badge.className = "badge ok"; live.retry = 1000;
+    live.keepAlive = setInterval(() => { if (ws.readyState === 1) ws.send("ping"); }, 30000);  // the server closes idle clients
+  };
   ws.onmessage = (event) => {
     const message = JSON.parse(event.data);
     if (message.ok && message.last) showLiveFrame(message.last, message.version);
   };
   ws.onclose = () => {
+    clearInterval(live.keepAlive);
     badge.textContent = "closed — reconnecting"; badge.className = "badge bad";
     setTimeout(connectLive, live.retry);
     live.retry = Math.min(10000, live.retry * 2);

@@ -72,10 +72,19 @@ const api = {
     if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
     else if (form !== undefined) body = form;
     let response;
-    try {
-      response = await fetch(url, { method, headers, body });
-    } catch (err) {
-      throw new ApiError(0, `cannot reach the server (${err.message})`);
+    // A GET is retried (twice, after 0.5 s and 1 s) when the server cannot be reached or answers a
+    // 5xx that is not the API's JSON: an ingress replica that died mid-request (Serve replaces it).
+    for (let attempt = 0; ; attempt++) {
+      const retry = method === "GET" && attempt < 2;
+      try {
+        response = await fetch(url, { method, headers, body });
+      } catch (err) {
+        if (retry) { await new Promise((r) => setTimeout(r, 500 * 2 ** attempt)); continue; }
+        throw new ApiError(0, `cannot reach the server (${err.message})`);
+      }
+      const json = (response.headers.get("content-type") || "").includes("application/json");
+      if (!(retry && response.status >= 500 && !json)) break;
+      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
     }
     const type = response.headers.get("content-type") || "";
     const data = type.includes("application/json") ? await response.json() : await response.blob();
