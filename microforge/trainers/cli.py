@@ -100,7 +100,8 @@ def _new_job(args: argparse.Namespace, workload: Workload, given: dict[str, Any]
     options = workload.load_options(given)
     gpus = args.gpus_per_worker or 0.0
     batch_size = args.batch_size or default_batch_size(
-        workload.name, getattr(options, "preset"), int(getattr(options, workload.size_option)), args.precision,
+        workload.name, getattr(options, workload.preset_option), int(getattr(options, workload.size_option)),
+        args.precision,
         use_gpu=gpus > 0)
     job = workload.job(options, epochs=args.epochs or DEFAULT_EPOCHS, runs_dir=args.out, name=args.name,
                        scaling=Scaling.from_gpus(args.workers or 1, gpus), batch_size=batch_size,

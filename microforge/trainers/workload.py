@@ -36,7 +36,8 @@ WORKLOADS_ENV = "MICROFORGE_WORKLOADS"
 # What a workload's model can do behind the Serve ingress (serve maps each to a deployment).
 SERVE_TASKS = ("segment", "detect", "generate", "colorize")
 # The workloads that ship with microforge (one line each; a new one may use an entry point instead).
-BUILTIN_WORKLOADS = ("microforge.trainers.unet.workload:DELINEATION",)
+BUILTIN_WORKLOADS = ("microforge.trainers.unet.workload:DELINEATION",
+                     "microforge.trainers.fastgan.workload:FASTGAN")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class Workload:
         serve_task: the Serve task its artifacts offer (one of :data:`SERVE_TASKS`) or None.
         tune_space: import path of the default search-space mapping (or None).
         probe: import path of ``probe(preset, resolution) -> module`` for the batch-size search;
-            None builds the module of the options ``{preset, size_option: resolution}``.
+            None builds the module of the options ``{preset_option: preset, size_option: resolution}``.
+        preset_option, size_option: the options fields that hold the model preset and the image side.
         early_stopping_patience, early_stopping_min_delta: default early stopping on ``metric``
             (patience in reports; None: off).
         evaluate: import path of ``register(parser)``, which sets up ``microforge eval <name>``
@@ -113,6 +115,7 @@ class Workload:
     serve_task: str | None = None
     tune_space: str | None = None
     probe: str | None = None
+    preset_option: str = "preset"
     size_option: str = "image_size"
     aliases: tuple[str, ...] = ()
     early_stopping_patience: int | None = None
@@ -193,7 +196,7 @@ class Workload:
                               f"valid: {', '.join(self.presets)}")
         if self.probe is not None:
             return import_object(self.probe, f"probe of workload '{self.name}'")(preset, resolution)
-        job = self.job({"preset": preset, self.size_option: resolution}, epochs=1, runs_dir=".")
+        job = self.job({self.preset_option: preset, self.size_option: resolution}, epochs=1, runs_dir=".")
         return job.build_module()
 
     def default_space(self) -> dict[str, Any] | None:

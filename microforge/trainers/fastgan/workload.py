@@ -1,0 +1,97 @@
+"""The ``fastgan`` workload: FastGAN on 16-bit CARS images, rendered on the fly or from a dataset.
+
+Images reach the GAN through the recorded ``signed_unit`` transform (integers divided by their
+dtype's maximum, mapped to [-1, 1]); prepare raw 16-bit data first (``microforge data prepare``)
+so that its intensities use the range. Validation renders (or reads) held-out real images and
+reports ``val_fd``, the texture Fréchet distance of EMA samples to them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from microforge.platform.config import ConfigModel
+from microforge.trainers.workload import Cadence, RunPlan, Workload
+
+from .data import TRANSFORM
+
+__all__ = ["FASTGAN", "FastganOptions", "plan_fastgan"]
+
+
+class FastganOptions(ConfigModel):
+    """Options of ``microforge train fastgan``."""
+
+    size: Literal["micro", "small", "standard", "large", "xlarge"] = Field(
+        "micro", description="model size: ngf = ndf = 32, 48, 64, 96, 128")
+    resolution: Literal[256, 512, 1024] = Field(256, description="image side in pixels")
+    channels: Literal[1, 3] = Field(1, description="image channels")
+    nz: int = Field(256, ge=8, le=1024, description="latent size")
+    width: Optional[int] = Field(None, ge=4, le=512, description="ngf = ndf, overriding the size's (small CPU runs)")
+    lr_g: float = Field(2e-4, gt=0, le=1, description="generator Adam learning rate")
+    lr_d: float = Field(2e-4, gt=0, le=1, description="discriminator Adam learning rate")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="generator EMA decay")
+    augment: str = Field("translation,cutout", description="DiffAugment policy (color, translation, cutout)")
+    pad_mode: Literal["reflect", "zeros"] = Field("reflect", description="translation padding")
+    recon_weight: float = Field(1.0, ge=0, le=100, description="weight of the decoders' reconstruction loss")
+    data: Optional[str] = Field(None, description="train on this dataset directory (manifest image column; "
+                                                  "its val split is held out for val_fd) instead of renders")
+    synth: str = Field("cars:default", description="render training images on the fly: cars[:PRESET]")
+    train_samples: int = Field(64, ge=1, le=10_000_000, description="rendered images per epoch")
+    val_samples: int = Field(16, ge=0, le=100_000, description="held-out renders for val_fd (0: none)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="data and initial-weight seed")
+
+    @model_validator(mode="after")
+    def _synth_kind(self) -> "FastganOptions":
+        kind, _, _ = self.synth.partition(":")
+        if kind != "cars":
+            raise ValueError(f"synth '{self.synth}': only cars[:PRESET] renders FastGAN training data")
+        return self
+
+
+def plan_fastgan(options: FastganOptions) -> RunPlan:
+    """Module config and data of a FastGAN run.
+
+    Raises:
+        ConfigError: an unknown CARS preset, or a dataset without an image column.
+    """
+    from microforge.datasets.cars import load_preset
+    from microforge.trainers.data import SyntheticData
+    from microforge.trainers.manifest_data import ManifestData
+
+    config = options.to_json_dict()
+    module_config = {k: config[k] for k in ("size", "resolution", "channels", "nz", "width", "lr_g", "lr_d",
+                                            "ema_decay", "augment", "pad_mode", "recon_weight")}
+    module_config["fd_samples"] = max(2, options.val_samples)
+    if options.data is not None:
+        data = ManifestData(options.data, columns=("image", "index"), transform=TRANSFORM)
+        has_val = "val" in data.splits()
+    else:
+        preset = options.synth.partition(":")[2] or "default"
+        cars = load_preset(preset).model_copy(update={"size": options.resolution})
+        data = SyntheticData(renderer="microforge.trainers.fastgan.data:render_cars_batch",
+                             config=cars.to_json_dict(), seed=options.seed, train_samples=options.train_samples,
+                             val_samples=options.val_samples)
+        has_val = options.val_samples > 0
+    return RunPlan(module_config, data) if has_val else RunPlan(module_config, data, monitor="d_recon", mode="min")
+
+
+FASTGAN = Workload(
+    name="fastgan",
+    description="FastGAN (skip-layer excitation, self-supervised decoders, DiffAugment) on 16-bit CARS images",
+    module="microforge.trainers.fastgan.lightning:FastGANModule",
+    options="microforge.trainers.fastgan.workload:FastganOptions",
+    plan="microforge.trainers.fastgan.workload:plan_fastgan",
+    presets=("micro", "small", "standard", "large", "xlarge"),
+    metric="val_fd",
+    mode="min",
+    optimization="manual",
+    cadence=Cadence(every=1, unit="epochs"),
+    components=("generator_ema", "generator", "discriminator"),
+    transform=TRANSFORM,
+    serve_task="generate",
+    preset_option="size",
+    size_option="resolution",
+    gradient_clip_val=None,
+)
