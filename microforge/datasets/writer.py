@@ -143,21 +143,52 @@ def _render_batch(batch: dict[str, np.ndarray], *, kind: DatasetKind, config_jso
     config = kind.config_cls.load(config_json)
     config_hash = config.config_hash()
     out_dir = Path(out)
-    rows, reused = [], []
+    rows: list[dict[str, Any]] = []
+    reused: list[bool] = []
     for index in batch["id"].tolist():
         row = load_complete_row(out_dir, index, config_hash)
         reused.append(row is not None)
         if row is None:
             sample = kind.encode(config, seed, index, options)
             row = {"index": index, "seed": seed, "split": split_of(seed, index, options.split), **sample.columns}
-            for rel, data in sample.files.items():
-                atomic_write_bytes(out_dir / rel, data)
-            meta = {"config_hash": config_hash, "row": row,
-                    "files": {rel: _sha256(data) for rel, data in sample.files.items()}}
-            # Written last: its presence means every file of the sample is complete.
-            atomic_write_text(meta_path(out_dir, index), json.dumps(meta, sort_keys=True, indent=1))
-        rows.append(json.dumps(row, sort_keys=True))
-    return {"row": np.array(rows, dtype=object), "reused": np.array(reused, dtype=bool)}
+            commit_sample(out_dir, index, config_hash, row, sample.files)
+        rows.append(row)
+    return batch_result(rows, reused)
+
+
+def commit_sample(out: Path, index: int, config_hash: str, row: dict[str, Any], files: Mapping[str, bytes]) -> None:
+    """Write a sample's files, then its meta file (row, config hash, SHA-256 of each file).
+
+    The meta file is written last and atomically: its presence marks the sample complete, and
+    :func:`load_complete_row` reuses the row while every file still matches it.
+    """
+    for rel, data in files.items():
+        atomic_write_bytes(out / rel, data)
+    meta = {"config_hash": config_hash, "row": row, "files": {rel: _sha256(data) for rel, data in files.items()}}
+    atomic_write_text(meta_path(out, index), json.dumps(meta, sort_keys=True, indent=1))
+
+
+def batch_result(rows: Sequence[dict[str, Any]], reused: Sequence[bool]) -> dict[str, np.ndarray]:
+    """What a Ray Data UDF of a resumable job returns: one JSON row (and whether it was reused)
+    per sample; :func:`collect_rows` reads it back on the driver."""
+    return {"row": np.array([json.dumps(r, sort_keys=True) for r in rows], dtype=object),
+            "reused": np.array(reused, dtype=bool)}
+
+
+def collect_rows(results: Sequence[Mapping[str, Any]], n: int, what: str) -> tuple[list[dict[str, Any]], int]:
+    """The manifest rows (sorted by index) of a job's :func:`batch_result` rows and how many were
+    reused.
+
+    Raises:
+        DatasetError: the rows are not exactly indices ``0..n-1``: an interrupt can end Ray Data's
+            iteration early without raising, and a partial run must never get a manifest (or be
+            marked complete).
+    """
+    rows = sorted((json.loads(r["row"]) for r in results), key=lambda r: r["index"])
+    if [r["index"] for r in rows] != list(range(n)):
+        raise DatasetError(f"{what} stopped after {len(rows)} of {n} samples; "
+                           "re-run the same command to complete the dataset")
+    return rows, sum(bool(r["reused"]) for r in results)
 
 
 def _dataset_record(kind: DatasetKind, config: ConfigModel, seed: int, n: int,
@@ -268,13 +299,7 @@ def generate(
         )
         results = list(ds.iter_rows())
     seconds = time.perf_counter() - start
-    rows = sorted((json.loads(r["row"]) for r in results), key=lambda r: r["index"])
-    if [r["index"] for r in rows] != list(range(n)):
-        # An interrupt can end Ray Data's iteration early without raising: never write a manifest
-        # (or mark the dataset complete) for a partial run.
-        raise DatasetError(f"generation stopped after {len(rows)} of {n} samples; "
-                           "re-run the same command to complete the dataset")
-    reused = sum(bool(r["reused"]) for r in results)
+    rows, reused = collect_rows(results, n, "generation")
     counts = finish_dataset(kind, out, record, rows, options)
     return GenerationSummary(out, len(rows), len(rows) - reused, reused, seconds, counts)
 

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "microforge.datasets.cli",  # synth, data
     "microforge.trainers.cli",  # train
     "microforge.evaluate.cli",  # eval
+    "microforge.generate.cli",  # generate
     "microforge.tune.cli",  # tune
     "microforge.serve.cli",  # serve, demo
     "microforge.cluster.cli",  # cluster
@@ -37,7 +38,7 @@ class Parser(argparse.ArgumentParser):
     (an unknown workload, command or option value); subparsers inherit the class."""
 
     def error(self, message: str) -> NoReturn:
-        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        match = re.search(r"invalid choice: '?([^' ]*)'? \(choose from (.*)\)", message)
         if match:
             choices = re.findall(r"'([^']*)'", match.group(2)) or [c.strip() for c in match.group(2).split(",")]
             message = (f"{message[:match.start()]}invalid choice: '{match.group(1)}'"

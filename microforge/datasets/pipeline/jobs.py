@@ -25,8 +25,8 @@ import numpy as np
 from ... import __version__
 from ...platform.errors import DatasetError, MicroforgeError
 from ...platform.runtime import ray_runtime
-from ...platform.storage import atomic_write_bytes, atomic_write_text, ensure_writable_dir
-from ..writer import DatasetKind, finish_dataset, load_complete_row, meta_path, prepare_directory
+from ...platform.storage import ensure_writable_dir
+from ..writer import DatasetKind, batch_result, commit_sample, finish_dataset, load_complete_row, prepare_directory
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _process_batch(batch: dict[str, np.ndarray], *, process: Process, params: di
         row = load_complete_row(out_dir, item["index"], config_hash)
         if row is not None and row.get("input_sha256") == digest:
             reused.append(True)
-            rows.append(json.dumps(row, sort_keys=True))
+            rows.append(row)
             continue
         files: dict[str, bytes] = {}
         if data is None:
@@ -104,13 +104,10 @@ def _process_batch(batch: dict[str, np.ndarray], *, process: Process, params: di
         row = {**carried, "input_sha256": digest, **columns}
         if row.get("error"):
             row["split"] = ERROR_SPLIT
-        for rel, content in files.items():
-            atomic_write_bytes(out_dir / rel, content)
-        meta = {"config_hash": config_hash, "row": row, "files": {rel: _sha256(c) for rel, c in files.items()}}
-        atomic_write_text(meta_path(out_dir, item["index"]), json.dumps(meta, sort_keys=True, indent=1))
+        commit_sample(out_dir, item["index"], config_hash, row, files)
         reused.append(False)
-        rows.append(json.dumps(row, sort_keys=True))
-    return {"row": np.array(rows, dtype=object), "reused": np.array(reused, dtype=bool)}
+        rows.append(row)
+    return batch_result(rows, reused)
 
 
 def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
