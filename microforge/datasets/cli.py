@@ -51,12 +51,8 @@ def _synth_crystals(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, address=args.address,
     )
     counts = summary.counts
-    print(f"dataset: {summary.out}")
-    print(f"images: {summary.n} ({summary.rendered} rendered, {summary.reused} already complete); "
-          f"splits: train {counts['train']}, val {counts['val']}, test {counts['test']}")
-    print(f"labels: {counts['labels']} oriented boxes ({counts['truncated']} truncated at the border) "
-          "in labels_dota/, labels_yolo_obb/, labels/ (Ultralytics, with dataset.yaml)")
-    print(f"time: {summary.seconds:.1f} s, {summary.images_per_second:.2f} images/s")
+    print(summary.report(f"{counts['labels']} oriented boxes ({counts['truncated']} truncated at the border) "
+                         "in labels_dota/, labels_yolo_obb/, labels/ (Ultralytics, with dataset.yaml)"))
     return 0
 
 

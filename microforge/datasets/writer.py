@@ -253,6 +253,17 @@ class GenerationSummary:
     def images_per_second(self) -> float:
         return self.rendered / self.seconds if self.seconds > 0 else float("nan")
 
+    def report(self, labels: str) -> str:
+        """What ``microforge synth`` prints: the directory, counts and splits, ``labels``, timing."""
+        counts = self.counts
+        return "\n".join([
+            f"dataset: {self.out}",
+            f"images: {self.n} ({self.rendered} rendered, {self.reused} already complete); "
+            f"splits: train {counts['train']}, val {counts['val']}, test {counts['test']}",
+            f"labels: {labels}",
+            f"time: {self.seconds:.1f} s, {self.images_per_second:.2f} images/s",
+        ])
+
 
 def generate(
     kind: DatasetKind,

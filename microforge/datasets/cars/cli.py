@@ -38,10 +38,7 @@ def _synth_cars(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, address=args.address,
     )
     counts = summary.counts
-    print(f"dataset: {summary.out}")
-    print(f"images: {summary.n} ({summary.rendered} rendered, {summary.reused} already complete); "
-          f"splits: train {counts['train']}, val {counts['val']}, test {counts['test']}")
-    print(f"labels: {counts['follicles']} follicles in masks/ and the manifest's follicles column; "
-          f"bright-pixel fraction mean {counts['bright_fraction_mean']:.4f}, max {counts['bright_fraction_max']:.4f}")
-    print(f"time: {summary.seconds:.1f} s, {summary.images_per_second:.2f} images/s")
+    print(summary.report(f"{counts['follicles']} follicles in masks/ and the manifest's follicles column; "
+                         f"bright-pixel fraction mean {counts['bright_fraction_mean']:.4f}, "
+                         f"max {counts['bright_fraction_max']:.4f}"))
     return 0
