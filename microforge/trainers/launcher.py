@@ -30,6 +30,7 @@ from microforge.platform.storage import ensure_writable_dir
 from .job import TrainingJob, plan_worker_cpus
 from .runs import RunError, TrainingResult, check_resumable, utc_now, write_run
 from .worker import CHECKPOINT_FILE, PROGRESS_FILE, train_worker
+from .workload import Workload
 
 __all__ = ["ARTIFACT_DIR", "export_checkpoint", "launch"]
 
@@ -39,7 +40,7 @@ ARTIFACT_DIR = "model"
 
 
 def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None, callbacks: Sequence[Any] = (),
-           artifact_dir: str | Path | None = None) -> TrainingResult:
+           artifact_dir: str | Path | None = None, workload: Workload | None = None) -> TrainingResult:
     """Train ``job`` on Ray and export its best checkpoint.
 
     Args:
@@ -49,6 +50,8 @@ def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None
         callbacks: Ray Train ``UserCallback``s of the run (e.g. Tune's report callback when a
             Tune trial drives the run).
         artifact_dir: where to export the artifact (default ``<run dir>/model``).
+        workload: the spec of ``job.workload`` when this process may not have it registered (a
+            Tune trial of a workload registered only in the driver); None looks it up.
 
     Raises:
         ConfigError: an invalid job (checked before anything is written).
@@ -79,7 +82,7 @@ def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None
     started = time.perf_counter()
     try:
         with ray_runtime(address):
-            result = _fit(job, run_dir, record, callbacks, Path(artifact_dir) if artifact_dir else None)
+            result = _fit(job, run_dir, record, callbacks, Path(artifact_dir) if artifact_dir else None, workload)
     except BaseException:
         if run_dir.is_dir():  # say so in run.json; its checkpoints stay resumable
             record.update(status="failed", updated=utc_now())
@@ -94,7 +97,7 @@ def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None
 
 
 def _fit(job: TrainingJob, run_dir: Path, record: dict[str, Any], callbacks: Sequence[Any],
-         artifact_dir: Path | None) -> TrainingResult:
+         artifact_dir: Path | None, workload: Workload | None) -> TrainingResult:
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -133,7 +136,7 @@ def _fit(job: TrainingJob, run_dir: Path, record: dict[str, Any], callbacks: Seq
     artifact = None
     if best_dir is not None:
         artifact = export_checkpoint(job, best_dir, artifact_dir or run_dir / ARTIFACT_DIR, best_metrics,
-                                     run_dir=run_dir)
+                                     run_dir=run_dir, workload=workload)
     return TrainingResult(run_dir=run_dir, best_checkpoint=best_dir, metrics=best_metrics, last_metrics=last,
                           epochs_completed=int(last.get("epoch", -1)) + 1, artifact=artifact, seconds=0.0)
 
@@ -147,7 +150,7 @@ def _best_checkpoint(result, job: TrainingJob):
 
 
 def export_checkpoint(job: TrainingJob, checkpoint_dir: Path, directory: Path, metrics: dict[str, Any], *,
-                      run_dir: Path | None = None) -> Path | None:
+                      run_dir: Path | None = None, workload: Workload | None = None) -> Path | None:
     """Load a checkpoint of ``job`` into its module and export it to ``directory``; None when the
     module is not exportable."""
     from .lightning_import import pl
@@ -184,5 +187,6 @@ def export_checkpoint(job: TrainingJob, checkpoint_dir: Path, directory: Path, m
                      "lightning": pl.__version__},
         "created": utc_now(),
     }
-    workload = get_workload(job.workload) if job.workload else None
+    if workload is None and job.workload:
+        workload = get_workload(job.workload)
     return export_artifact(module, directory, workload=workload, metrics=metrics, provenance=provenance)

@@ -280,7 +280,7 @@ def _tune(search: HparamSearch, workload: "Workload", space: SearchSpace, steps_
         release_orphaned_placement_groups()
     trials = summarise_trials(grid, workload, experiment_dir)
     best = next((t for t in trials if t.status == "finished" and t.artifact is not None and t.score is not None), None)
-    best_model = export_best_model(best, experiment_dir / BEST_MODEL_DIR) if best else None
+    best_model = export_best_model(best, experiment_dir / BEST_MODEL_DIR, workload) if best else None
     results_path = write_results(trials, experiment_dir / RESULTS_FILE)
     return HparamResult(experiment_dir=experiment_dir, metric=workload.metric, mode=workload.mode, trials=trials,
                         best=best, best_model=best_model, results_path=results_path,

@@ -79,7 +79,7 @@ def summarise_trials(grid, workload: "Workload", experiment_dir: Path) -> list[T
     return sorted(trials, key=lambda t: (t.score is None, -sign * (t.score or 0.0), t.trial_id))
 
 
-def export_best_model(trial: TrialSummary, target: Path) -> Path | None:
+def export_best_model(trial: TrialSummary, target: Path, workload: "Workload") -> Path | None:
     """Export the best checkpoint of ``trial``'s run to ``target`` (atomically replaced), as the
     run exported it; None when the run has no best checkpoint left or the module is not exportable."""
     from microforge.trainers.launcher import export_checkpoint
@@ -90,7 +90,7 @@ def export_best_model(trial: TrialSummary, target: Path) -> Path | None:
     if checkpoint is None or not checkpoint.is_dir():
         return None
     return export_checkpoint(load_job(trial.run_dir), checkpoint, target, dict(record.get("best_metrics") or {}),
-                             run_dir=trial.run_dir)
+                             run_dir=trial.run_dir, workload=workload)
 
 
 def write_results(trials: list[TrialSummary], path: Path) -> Path:

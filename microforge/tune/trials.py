@@ -115,18 +115,6 @@ class TrialSettings:
     cpus_per_worker: float
 
 
-def _know_workload(workload: "Workload") -> None:
-    """Register ``workload`` in this process unless it is known (the run's export looks it up)."""
-    from microforge.trainers.workload import get_workload, register_workload
-
-    try:
-        if get_workload(workload.name) == workload:
-            return
-    except ConfigError:
-        pass
-    register_workload(workload)
-
-
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """A Tune trial: one launcher run, resumed from its checkpoint when the trial runs again."""
     from ray import tune
@@ -135,7 +123,6 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     from microforge.trainers.launcher import launch
     from microforge.trainers.runs import latest_checkpoint
 
-    _know_workload(settings.workload)
     trial_id = tune.get_context().get_trial_id()
     runs_dir = Path(settings.experiment_dir) / trial_id
     job = build_trial_job(settings.workload, config, epochs=settings.max_epochs, runs_dir=runs_dir, name=TRIAL_RUN,
@@ -154,7 +141,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         else:
             resume = True
             log.info("trial %s continues its run after epoch %d", trial_id, int(latest[1]["epoch"]) + 1)
-    launch(job, resume=resume, callbacks=[TuneReportCallback()])
+    launch(job, resume=resume, callbacks=[TuneReportCallback()], workload=settings.workload)
 
 
 def plan_trial_resources(search: Any, cluster_cpus: float, cluster_gpus: float) -> tuple[float, int]:
