@@ -43,6 +43,9 @@ def register(groups: argparse._SubParsersAction) -> None:
                         help="generator actors (default: every CPU, or every GPU / --gpus-per-worker)")
     parser.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (default 0: CPU)")
     parser.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bit depth")
+    parser.add_argument("--truncation", type=float, default=None, metavar="T",
+                        help="truncation trick: every latent value with |z| > T is redrawn (from the image's "
+                             "seeded generator), T in [0.05, 4]; 0 or absent: none; recorded in dataset.json")
     parser.add_argument("--batch-size", type=int, default=16,
                         help="images per forward pass (part of the dataset's identity)")
     parser.add_argument("--component", default=None,
@@ -81,9 +84,10 @@ def _generate(args: argparse.Namespace) -> int:
     summary = generate_dataset(artifact, args.n, args.out, seed=args.seed, workers=args.workers,
                                gpus_per_worker=args.gpus_per_worker, bits=args.bits, batch_size=args.batch_size,
                                component=args.component, split=parse_split(args.split), workload=workload,
-                               overwrite=args.overwrite, address=args.address)
+                               truncation=args.truncation, overwrite=args.overwrite, address=args.address)
     print(f"dataset: {summary.out}")
     print(f"images: {summary.n} ({summary.rendered} generated, {summary.reused} already complete), "
-          f"{args.bits}-bit PNG in images/; seeds in manifest.parquet")
+          f"{args.bits}-bit PNG in images/; seeds in manifest.parquet"
+          + (f"; latents truncated at {args.truncation:g}" if args.truncation else ""))
     print(f"time: {summary.seconds:.1f} s, {summary.images_per_second:.2f} images/s")
     return 0

@@ -14,10 +14,15 @@ Seeds: image ``index`` of a run with seed ``seed`` is generated from the image s
 image is drawn from ``torch.Generator().manual_seed(image_seed)``, so ``generate_images(generator,
 transform, [image_seed])`` (or ``POST /generate`` with ``seeds``) re-creates it.
 
+Truncation: ``truncation=T`` draws every latent from N(0, 1) truncated to [-T, T] (the values
+outside redrawn from the image's own seeded generator, see :mod:`microforge.trainers.predict`);
+it is recorded in ``dataset.json`` (``config.truncation``, null for none) and is part of the
+dataset's identity: a re-run with another T is refused (or, with ``overwrite``, starts over).
+
 Determinism: chunk ``c`` is always the forward pass of the ``batch_size`` seeds of indices
 ``c * batch_size ...`` (the last chunk is padded past ``n`` and the extra images dropped), never a
 batch shaped by how Ray Data schedules the work, and a resumed chunk is regenerated whole. So an
-image is a function of (artifact, seed, index, batch_size) and the directory is byte-identical
+image is a function of (artifact, seed, index, batch_size, truncation) and the directory is byte-identical
 with 1 or N workers (on one kind of device); the batch size is part of the dataset's identity.
 """
 
@@ -34,13 +39,14 @@ import numpy as np
 
 from .. import __version__
 from ..datasets.images import encode_image
-from ..datasets.writer import (DatasetKind, GenerationOptions, GenerationSummary, batch_result, collect_rows,
+from ..datasets.writer import (DatasetError, DatasetKind, GenerationOptions, GenerationSummary, batch_result, collect_rows,
                                commit_sample, finish_dataset, load_complete_row, prepare_directory, sample_stem,
                                split_of)
 from ..platform.artifact import CARD_FILE, read_card
 from ..platform.errors import ConfigError
 from ..platform.runtime import ray_runtime
 from ..platform.storage import ensure_writable_dir
+from ..trainers.predict import check_truncation
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +101,7 @@ class GenerationRequest:
 
     def __init__(self, artifact: str | Path, n: int, *, seed: int = 0, bits: int = 8, batch_size: int = 16,
                  component: str | None = None, split: Sequence[float] = (1.0, 0.0, 0.0),
-                 workload: str | None = None) -> None:
+                 workload: str | None = None, truncation: float | None = None) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ConfigError(f"--n must be a positive number of images, got {n}")
         if bits not in BITS:
@@ -104,6 +110,10 @@ class GenerationRequest:
             raise ConfigError(f"--batch-size must be positive, got {batch_size}")
         if seed < 0:
             raise ConfigError(f"--seed must be non-negative, got {seed}")
+        try:
+            self.truncation = check_truncation(truncation)
+        except ConfigError as exc:
+            raise ConfigError(f"--truncation: {exc}") from None
         self.artifact = Path(artifact).expanduser().absolute()
         card = read_card(self.artifact)
         if card.task != "generate":
@@ -127,7 +137,8 @@ class GenerationRequest:
     def config(self) -> dict[str, Any]:
         """What decides the bytes of every image (the dataset's config and its hash)."""
         return {"artifact_sha256": self.card_sha256, "component": self.component, "bits": self.bits,
-                "batch_size": self.batch_size, "seed_rule": SEED_RULE, "format": "png"}
+                "batch_size": self.batch_size, "seed_rule": SEED_RULE, "format": "png",
+                "truncation": self.truncation}
 
     def config_hash(self) -> str:
         canonical = json.dumps({"config": self.config(), "seed": self.seed, "options": self.options.identity()},
@@ -144,12 +155,15 @@ class GenerationRequest:
                              "component": self.component, "transform": card.transform, "metrics": card.metrics,
                              "provenance": card.provenance, "model_json_sha256": self.card_sha256},
                 "seed_rule": f"image seed = {SEED_RULE}; latent = torch.randn(latent_shape, "
-                             "generator=torch.Generator().manual_seed(image seed))"}
+                             "generator=torch.Generator().manual_seed(image seed))"
+                             + ("" if self.truncation is None else
+                                f", then every value with |z| > {self.truncation:g} redrawn from that generator "
+                                "until none is left")}
 
     def job_args(self, out: Path) -> dict[str, Any]:
         return {"artifact": str(self.artifact), "component": self.component, "bits": self.bits, "n": self.n,
                 "batch_size": self.batch_size, "seed": self.seed, "split": list(self.options.split),
-                "out": str(out), "config_hash": self.config_hash()}
+                "out": str(out), "config_hash": self.config_hash(), "truncation": self.truncation}
 
 
 class ChunkGenerator:
@@ -157,7 +171,8 @@ class ChunkGenerator:
     verifies and reuses, whole chunks of images."""
 
     def __init__(self, *, artifact: str, component: str, bits: int, n: int, batch_size: int, seed: int,
-                 split: list[float], out: str, config_hash: str, use_gpu: bool = False) -> None:
+                 split: list[float], out: str, config_hash: str, truncation: float | None = None,
+                 use_gpu: bool = False) -> None:
         import torch
 
         from ..trainers.registry import load_artifact
@@ -168,6 +183,7 @@ class ChunkGenerator:
             self.generator.to("cuda")
         self.dtype, self.n, self.batch_size, self.seed = BITS[bits], n, batch_size, seed
         self.split, self.out, self.config_hash = tuple(split), Path(out), config_hash
+        self.truncation = truncation
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows: list[dict[str, Any]] = []
@@ -190,7 +206,8 @@ class ChunkGenerator:
         # chunk padded past n): an image always comes out of the same batch, whatever n is.
         first = chunk * self.batch_size
         seeds = [seed_of(self.seed, i) for i in range(first, first + self.batch_size)]
-        images = generate_images(self.generator, self.transform, seeds, dtype=self.dtype)
+        images = generate_images(self.generator, self.transform, seeds, dtype=self.dtype,
+                                 truncation=self.truncation)
         rows = []
         for index, image_seed, image, row in zip(indices, seeds, images, found):
             if row is None:
@@ -208,17 +225,37 @@ def _check_generator(request: GenerationRequest) -> None:
     job = ChunkGenerator(**{**request.job_args(Path(".")), "n": 1, "batch_size": 1})
     from ..trainers.predict import generate_images
 
-    image = generate_images(job.generator, job.transform, [seed_of(request.seed, 0)], dtype=job.dtype)[0]
+    image = generate_images(job.generator, job.transform, [seed_of(request.seed, 0)], dtype=job.dtype,
+                            truncation=request.truncation)[0]
     if image.ndim == 3 and image.shape[-1] not in (3, 4):
         raise ConfigError(f"component '{request.component}' makes {image.shape[-1]}-channel images; "
                           "PNG holds 1, 3 or 4 channels")
     encode_image(image, ".png")
 
 
+def _refuse_other_truncation(out: Path, request: GenerationRequest, overwrite: bool) -> None:
+    """A resumed dataset made with another truncation: say so (the writer would only name the
+    config hash)."""
+    try:
+        existing = json.loads((out / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return
+    if overwrite or existing.get("kind") != KIND_NAME or not isinstance(existing.get("config"), dict):
+        return
+    theirs = existing["config"].get("truncation")
+    if theirs != request.truncation:
+        def name(t: float | None) -> str:
+            return "no truncation" if t is None else f"--truncation {t:g}"
+
+        raise DatasetError(f"{out} holds a dataset generated with {name(theirs)}, not {name(request.truncation)}; "
+                           "choose another --out or pass --overwrite to replace it")
+
+
 def generate_dataset(artifact: str | Path, n: int, out: str | Path, *, seed: int = 0, workers: int | None = None,
                      gpus_per_worker: float = 0, bits: int = 8, batch_size: int = 16, component: str | None = None,
                      split: Sequence[float] = (1.0, 0.0, 0.0), workload: str | None = None,
-                     overwrite: bool = False, address: str | None = None) -> GenerationSummary:
+                     truncation: float | None = None, overwrite: bool = False,
+                     address: str | None = None) -> GenerationSummary:
     """Generate images ``0..n-1`` of a generator artifact into the dataset directory ``out``.
 
     A re-run with the same parameters generates only the chunks with a missing or changed image.
@@ -226,13 +263,16 @@ def generate_dataset(artifact: str | Path, n: int, out: str | Path, *, seed: int
     Args:
         workload: when given, the artifact must have been trained by this workload.
         gpus_per_worker: GPUs per actor (0: generate on CPUs).
+        truncation: truncate every latent to [-truncation, truncation] (None or 0: no truncation;
+            else within [0.05, 4]); recorded in ``dataset.json``.
 
     Raises:
         ConfigError: n <= 0, bits not 8 or 16, batch_size, workers or seed out of range, an
             artifact whose task is not ``generate`` (or of another workload), an unknown
-            component or one without ``latent_shape``.
+            component or one without ``latent_shape``, a truncation out of range.
         ArtifactError: a missing or corrupt artifact.
-        DatasetError: ``out`` holds another dataset (unless ``overwrite``), or the run stopped early.
+        DatasetError: ``out`` holds another dataset, e.g. one with another truncation (unless
+            ``overwrite``), or the run stopped early.
         MicroforgeError: ``out`` is not writable. Nothing is written in all those cases.
     """
     if workers is not None and workers <= 0:
@@ -240,8 +280,9 @@ def generate_dataset(artifact: str | Path, n: int, out: str | Path, *, seed: int
     if gpus_per_worker < 0:
         raise ConfigError(f"--gpus-per-worker must be non-negative, got {gpus_per_worker}")
     request = GenerationRequest(artifact, n, seed=seed, bits=bits, batch_size=batch_size, component=component,
-                                split=split, workload=workload)
+                                split=split, workload=workload, truncation=truncation)
     out = ensure_writable_dir(out)
+    _refuse_other_truncation(out, request, overwrite)
     _check_generator(request)
     record = request.record()
     prepare_directory(out, _KIND, record, overwrite)

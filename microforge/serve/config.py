@@ -121,6 +121,9 @@ class Limits(ConfigModel):
                                   description=f"Most images of one /synth_batch; above {DEFAULT_MAX_BATCH_IMAGES} "
                                               f"only with an API token (${TOKEN_ENV}).")
     max_generate_images: int = Field(64, ge=1, le=100_000, description="Most images (seeds) of one /generate.")
+    max_generate_bytes: int = Field(128 << 20, ge=1024, le=1 << 36,
+                                    description="Most raw image bytes (images x H x W x channels x bytes per "
+                                                "sample) of one /generate (413 beyond): bounds a response.")
     max_infer_pixels: int = Field(2048 * 2048, ge=256, le=1 << 32,
                                   description="Most pixels of one image sent to a model (/predict, /inference, "
                                               "/stream_frame; 413 beyond): bounds a replica's memory.")

@@ -19,7 +19,7 @@ import numpy as np
 from ray import serve
 
 from .detection import load_detector
-from .discovery import newest_model
+from .discovery import ModelError, newest_model
 from .generation import load_generator
 from .segmentation import load_segmentation, segmentation_outputs
 
@@ -158,32 +158,54 @@ class Detector:
 @serve.deployment
 class GeneratorModel(_BatchedModels):
     """Images from seeds with dynamic batching that counts images: each seed of a request is one
-    batch item, so a request's seeds and concurrent requests' share forward passes."""
+    batch item, so a request for more images than ``max_batch_size`` spans several forward passes
+    and concurrent requests' seeds share them (grouped by model, truncation and bit depth)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self._setup(settings, "GeneratorModel", self.generate_batch, load_generator)
+        self.max_bytes = int(settings["limits"]["max_generate_bytes"])
 
-    def _generate(self, items: list[tuple[str, int]]) -> list[tuple[np.ndarray, int]]:
+    def _generate(self, items: list[tuple[str, int, float | None, int]]) -> list[tuple[np.ndarray, int]]:
         results: list[tuple[np.ndarray, int] | None] = [None] * len(items)
-        for model_id, indices in _by_model(items).items():
-            images = self.cache.get(model_id).generate([items[i][1] for i in indices])
+        groups: dict[tuple, list[int]] = {}
+        for i, (model_id, _, truncation, bits) in enumerate(items):
+            groups.setdefault((model_id, truncation, bits), []).append(i)
+        for (model_id, truncation, bits), indices in groups.items():
+            images = self.cache.get(model_id).generate([items[i][1] for i in indices], truncation, bits)
             for i, image in zip(indices, images):
                 results[i] = (image, len(items))
         return results  # type: ignore[return-value]
 
     # Defaults only: __init__ applies the configured size and wait.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def generate_batch(self, items: list[tuple[str, int]]) -> list[tuple[np.ndarray, int]]:
+    async def generate_batch(self, items: list[tuple[str, int, float | None, int]]) -> list[tuple[np.ndarray, int]]:
         self.batch_sizes[len(items)] += 1
         return await asyncio.to_thread(self._generate, items)
 
-    async def generate(self, model_id: str, seeds: list[int]) -> dict[str, Any]:
-        """``{images, batch_sizes, model_info, infer_s}``: one uint8 image per seed, in order."""
+    async def generate(self, model_id: str, seeds: list[int], truncation: float | None = None,
+                       bits: int = 8) -> dict[str, Any]:
+        """``{images, batch_sizes, model_info, infer_s}``: one uint8 (``bits=8``) or uint16
+        (``bits=16``) image per seed, in order, from latents truncated at ``truncation``.
+
+        Raises:
+            ModelError: not a generator (422), or more image bytes than ``limits.max_generate_bytes`` (413).
+        """
+        from microforge.platform.errors import ConfigError
+        from microforge.trainers.predict import check_truncation
+
         start = time.perf_counter()
+        try:
+            truncation = check_truncation(truncation)
+        except ConfigError as exc:
+            raise ModelError(str(exc)) from None
+        if bits not in (8, 16):
+            raise ModelError(f"bits must be 8 or 16, got {bits}")
         await self._load(model_id)
-        done = await asyncio.gather(*(self.generate_batch((model_id, int(seed))) for seed in seeds))
+        net = self.cache.get(model_id)
+        net.check_size(len(seeds), bits, self.max_bytes)
+        done = await asyncio.gather(*(self.generate_batch((model_id, int(seed), truncation, bits)) for seed in seeds))
         return {"images": [image for image, _ in done], "batch_sizes": [size for _, size in done],
-                "model_info": self.cache.get(model_id).info, "infer_s": time.perf_counter() - start}
+                "model_info": net.info, "infer_s": time.perf_counter() - start}
 
 
 

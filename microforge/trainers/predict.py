@@ -8,7 +8,14 @@ wherever it is generated.
   network's size multiple, one forward pass per image shape, probabilities cropped back.
 * ``generate``: :func:`generate_images`: the generator component exposes ``latent_shape``; the
   latent of image ``i`` is drawn from ``torch.Generator().manual_seed(seeds[i])`` on the CPU, so an
-  image is a pure function of (artifact, seed) on any device and in any batch.
+  image is a pure function of (artifact, seed, truncation) on any device and in any batch.
+
+Truncation (the "truncation trick"): with ``truncation=T`` every latent value with ``|z| > T`` is
+redrawn, from the same seeded generator, until none is left: the latent is N(0, 1) truncated to
+[-T, T], values already inside are those of the untruncated latent, and it is still a pure
+function of the seed. ``None`` or ``0`` means no truncation; otherwise ``T`` lies in
+[:data:`MIN_TRUNCATION`, :data:`MAX_TRUNCATION`] (below 0.05 the redraws grow without bound;
+past 4 fewer than 1 value in 15,000 is redrawn, so a larger T is almost surely a mistake).
 """
 
 from __future__ import annotations
@@ -23,7 +30,11 @@ from microforge.platform.transforms import Transform
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["generate_images", "latents", "segment_probabilities"]
+__all__ = ["MAX_TRUNCATION", "MIN_TRUNCATION", "check_truncation", "generate_images", "latents",
+           "segment_probabilities"]
+
+MIN_TRUNCATION = 0.05
+MAX_TRUNCATION = 4.0
 
 
 def _device(module: "torch.nn.Module") -> "torch.device":
@@ -59,37 +70,71 @@ def segment_probabilities(model: "torch.nn.Module", transform: Transform, images
     return out  # type: ignore[return-value]
 
 
-def latents(generator: "torch.nn.Module", seeds: Sequence[int]) -> "torch.Tensor":
-    """The latent vectors of ``seeds`` (one CPU ``torch.Generator`` per seed).
+def check_truncation(truncation: Any) -> float | None:
+    """The truncation to apply: None for none (``None`` or ``0``), else ``float(truncation)``.
 
     Raises:
-        ConfigError: the generator has no ``latent_shape``, or a seed is not a non-negative int.
+        ConfigError: not a number, or a non-zero value outside [MIN_TRUNCATION, MAX_TRUNCATION].
+    """
+    if truncation is None:
+        return None
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"truncation is a number, got {truncation!r}")
+    value = float(truncation)
+    if value == 0:
+        return None
+    if not MIN_TRUNCATION <= value <= MAX_TRUNCATION:
+        raise ConfigError(f"truncation must lie in [{MIN_TRUNCATION:g}, {MAX_TRUNCATION:g}] "
+                          f"(0 or none: no truncation), got {truncation!r}")
+    return value
+
+
+def latents(generator: "torch.nn.Module", seeds: Sequence[int], *, truncation: float | None = None) -> "torch.Tensor":
+    """The latent vectors of ``seeds`` (one CPU ``torch.Generator`` per seed), truncated to
+    ``[-truncation, truncation]`` when it is given (see the module's docstring).
+
+    Raises:
+        ConfigError: the generator has no ``latent_shape``, a seed is not a non-negative int, or
+            the truncation is out of range.
     """
     import torch
 
     shape = getattr(generator, "latent_shape", None)
     if shape is None:
         raise ConfigError(f"{type(generator).__name__} has no latent_shape: it is not a generator")
+    bound = check_truncation(truncation)
     rows = []
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"a seed is a non-negative integer, got {seed!r}")
-        rows.append(torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(seed))))
+        rng = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(tuple(shape), generator=rng)
+        if bound is not None:
+            # Redraw only the values outside the bound, in order, from the same generator.
+            while (outside := z.abs() > bound).any():
+                z[outside] = torch.randn(int(outside.sum()), generator=rng)
+        rows.append(z)
     return torch.stack(rows)
 
 
 def generate_images(generator: "torch.nn.Module", transform: Transform, seeds: Sequence[int], *,
-                    dtype: Any = np.uint8) -> list[np.ndarray]:
-    """One image per seed: the generator's output mapped back through the inverse transform.
+                    dtype: Any = np.uint8, truncation: float | None = None) -> list[np.ndarray]:
+    """One image per seed: the generator's output mapped back through the inverse transform to
+    ``dtype`` (``np.uint8`` or ``np.uint16``: the transform's recorded inverse gives the 16-bit
+    values), from the latents of ``seeds`` truncated at ``truncation`` (None or 0: none).
 
     Returns ``(H, W)`` arrays for one channel, else ``(H, W, C)``.
+
+    Raises:
+        ConfigError: see :func:`latents`.
     """
     import torch
 
+    truncation = check_truncation(truncation)
     if not seeds:
         return []
-    z = latents(generator, seeds).to(_device(generator))
+    z = latents(generator, seeds, truncation=truncation)
     with torch.inference_mode():
-        values = generator(z).float().cpu().numpy()
+        values = generator(z.to(_device(generator))).float().cpu().numpy()
     images = transform.invert(values, dtype)
     return [image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1) for image in images]

@@ -14,9 +14,9 @@ from microforge.datasets.manifest import read_manifest
 from microforge.generate import choose_component, generate_dataset, seed_of
 from microforge.platform.artifact import ComponentWeights, save_artifact
 from microforge.platform.cli import main
-from microforge.platform.errors import ConfigError
+from microforge.platform.errors import ConfigError, DatasetError
 from microforge.trainers import load_artifact, register_workload
-from microforge.trainers.predict import generate_images
+from microforge.trainers.predict import check_truncation, generate_images, latents
 from tests.serve.tiny_generator import save_tiny_generator
 
 
@@ -58,9 +58,28 @@ def test_choose_component():
         choose_component(["a", "b"], None)
 
 
+def test_truncation_bounds_the_latent_and_keeps_the_values_inside(artifact):
+    generator = load_artifact(artifact)["generator"]
+    seeds = [0, 1, 2**32 - 1]
+    plain = latents(generator, seeds)
+    for bound in (0.05, 0.5, 2.0):
+        z = latents(generator, seeds, truncation=bound)
+        assert z.shape == plain.shape and float(z.abs().max()) <= bound
+        inside = plain.abs() <= bound
+        assert torch.equal(z[inside], plain[inside])  # only the values outside are redrawn
+        assert torch.equal(z, latents(generator, seeds, truncation=bound))  # a function of the seed
+        assert torch.equal(z[1], latents(generator, [1], truncation=bound)[0])  # whatever the batch
+    assert torch.equal(latents(generator, seeds, truncation=0), plain)  # 0: none
+    assert float(latents(generator, range(200), truncation=0.5).std()) < 0.35  # N(0,1) on [-.5, .5]: 0.28
+    for bad in (-1, 0.01, 4.5, float("nan"), "1", True):
+        with pytest.raises(ConfigError, match="truncation"):
+            check_truncation(bad)
+    assert check_truncation(None) is None and check_truncation(0) is None and check_truncation(4) == 4.0
+
+
 def test_one_and_two_workers_write_identical_bytes_from_the_recorded_seeds(ray_local, artifact, tmp_path):
-    one = generate_dataset(artifact, 10, tmp_path / "one", seed=3, workers=1, batch_size=4)
-    two = generate_dataset(artifact, 10, tmp_path / "two", seed=3, workers=2, batch_size=4)
+    one = generate_dataset(artifact, 10, tmp_path / "one", seed=3, workers=1, batch_size=4, truncation=0.7)
+    two = generate_dataset(artifact, 10, tmp_path / "two", seed=3, workers=2, batch_size=4, truncation=0.7)
     assert (one.rendered, two.rendered, one.reused) == (10, 10, 0)
     assert _files(tmp_path / "one") == _files(tmp_path / "two")
 
@@ -68,16 +87,25 @@ def test_one_and_two_workers_write_identical_bytes_from_the_recorded_seeds(ray_l
     assert [r["index"] for r in rows] == list(range(10))
     assert [r["seed"] for r in rows] == [seed_of(3, i) for i in range(10)]
     loaded = load_artifact(artifact)
-    expected = generate_images(loaded["generator"], loaded.transform, [r["seed"] for r in rows])
-    for row, image in zip(rows, expected):
+    expected = generate_images(loaded["generator"], loaded.transform, [r["seed"] for r in rows], truncation=0.7)
+    untruncated = generate_images(loaded["generator"], loaded.transform, [r["seed"] for r in rows])
+    for row, image, plain in zip(rows, expected, untruncated):
         stored = _read(tmp_path / "one", row["image"])
-        assert stored.dtype == np.uint8 and np.array_equal(stored, image)
+        assert stored.dtype == np.uint8 and np.array_equal(stored, image) and not np.array_equal(stored, plain)
 
     info = json.loads((tmp_path / "one" / "dataset.json").read_text())
     assert info["status"] == "complete" and info["kind"] == "generated" and info["seed"] == 3
     assert info["artifact"]["workload"] == "tinygan" and info["artifact"]["component"] == "generator"
     assert info["artifact"]["provenance"] == {"test": True}
     assert info["config"]["bits"] == 8 and info["config"]["batch_size"] == 4
+    assert info["config"]["truncation"] == 0.7 and "|z| > 0.7" in info["seed_rule"]
+
+    # A resumed run with another truncation (or none) is refused before anything changes.
+    before = _files(tmp_path / "one")
+    for other in (None, 0.5):
+        with pytest.raises(DatasetError, match="truncation"):
+            generate_dataset(artifact, 10, tmp_path / "one", seed=3, workers=1, batch_size=4, truncation=other)
+    assert _files(tmp_path / "one") == before
 
 
 def test_sixteen_bit_images_and_resume_of_a_deleted_image(ray_local, artifact, tmp_path):
@@ -99,8 +127,9 @@ def test_sixteen_bit_images_and_resume_of_a_deleted_image(ray_local, artifact, t
 
 def test_cli_forms_and_workload_check(ray_local, artifact, tmp_path, capsys):
     assert main(["generate", "artifact", "--model", str(artifact), "--n", "2", "--out", str(tmp_path / "a"),
-                 "--workers", "1"]) == 0
+                 "--workers", "1", "--truncation", "1.5"]) == 0
     assert "2 generated" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a" / "dataset.json").read_text())["config"]["truncation"] == 1.5
 
     from tests.workloads.toygan import TOYGAN, ToyGenerator
 
@@ -135,6 +164,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(artifact, tmp_path, cap
         [str(artifact), "--n", "2", "--bits", "12"],
         [str(artifact), "--n", "2", "--component", "discriminator"],
         [str(artifact), "--n", "2", "--batch-size", "0"],
+        [str(artifact), "--n", "2", "--truncation", "9"],
+        [str(artifact), "--n", "2", "--truncation", "-1"],
         [str(segmenter), "--n", "2"],
         [str(tmp_path / "missing"), "--n", "2"],
         ["fastgna", "--model", str(artifact), "--n", "2"],

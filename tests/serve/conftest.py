@@ -96,6 +96,7 @@ def app_config(tmp: Path, port: int, state_actor: str):
         "limits": {"max_upload_bytes": 2 << 20, "max_request_bytes": 8 << 20, "max_folder_files": 20,
                    "max_image_side": 1024, "max_image_pixels": 1024 * 1024, "max_preview_pixels": 512 * 512,
                    "max_bulk_rows": 8, "max_batch_images": 200, "max_generate_images": 16,
+                   "max_generate_bytes": 1024,  # 16 8-bit or 8 16-bit 8x8 tiny-generator images
                    "max_live_clients": 4},
         "deployments": {
             "Ingress": {"num_replicas": 2, **no_cpu},

@@ -189,6 +189,50 @@ def test_generate_is_a_function_of_the_seed(client):
     assert health["batching"]["tasks"]["generate"]["max_batch_seen"] >= 1
 
 
+def test_generate_truncation_bits_and_batches_counting_images(client, serve_app):
+    from microforge.trainers import load_artifact
+    from microforge.trainers.predict import generate_images
+
+    loaded = load_artifact(serve_app.models_dir / "gan" / "tiny")
+    # 12 images > max_batch_size 8: the request's seeds span several forward passes.
+    body = ok(client.post("/generate", json={"model": "gan/tiny", "n": 12, "seed": 5, "truncation": 0.5}))
+    assert body["seeds"] == list(range(5, 17)) == [i["seed"] for i in body["images"]]
+    assert (body["truncation"], body["bits"], len(body["images"])) == (0.5, 8, 12)
+    assert all(1 <= size <= 8 for size in body["batch_sizes"]), body["batch_sizes"]
+    served = [decode_data_url(i["image_b64"]) for i in body["images"]]
+    expected = generate_images(loaded["generator"], loaded.transform, body["seeds"], truncation=0.5)
+    plain = generate_images(loaded["generator"], loaded.transform, body["seeds"])
+    for got, want, untruncated in zip(served, expected, plain):
+        # the same function as offline generation (a float rounding apart at most: other batch sizes)
+        assert got.dtype == np.uint8 and np.abs(got.astype(int) - want).max() <= 1
+        assert np.abs(got.astype(int) - untruncated).max() > 1  # truncation changed the latent
+    assert len({i["image_b64"] for i in body["images"]}) == 12
+    again = ok(client.post("/generate", json={"model": "gan/tiny", "seeds": [9], "truncation": 0.5}))
+    assert np.abs(decode_data_url(again["images"][0]["image_b64"]).astype(int) - served[4]).max() <= 1
+
+    deep = ok(client.post("/generate", json={"model": "gan/tiny", "n": 3, "seed": 5, "bits": 16}))
+    assert deep["bits"] == 16 and deep["truncation"] is None
+    assert deep["images"] == ok(client.post("/generate", json={"n": 3, "seed": 5, "bits": 16}))["images"]
+    wide = [decode_data_url(i["image_b64"]) for i in deep["images"]]
+    shallow = [decode_data_url(i["image_b64"]) for i in
+               ok(client.post("/generate", json={"n": 3, "seed": 5}))["images"]]
+    for image16, image8, want in zip(wide, shallow, generate_images(loaded["generator"], loaded.transform,
+                                                                     [5, 6, 7], dtype=np.uint16)):
+        assert image16.dtype == np.uint16 and image16.shape == (8, 8) and image16.max() > 255  # PNG-16
+        assert np.abs(image16.astype(int) - want).max() <= 2  # the artifact's inverse transform
+        assert np.abs(image16 / 257.0 - image8).max() <= 1.5
+
+    assert "truncation" in fails(client.post("/generate", json={"n": 2, "truncation": 5}), 422)
+    assert "truncation" in fails(client.post("/generate", json={"n": 2, "truncation": -0.5}), 422)
+    assert "bits" in fails(client.post("/generate", json={"n": 2, "bits": 12}), 422)
+    fails(client.post("/generate", json={"seeds": [2**32]}), 422)  # torch would use seed 0's latent
+    fails(client.post("/generate", json={"n": 2, "seed": 2**32 - 1}), 422)  # the second seed is past it
+    assert "n" in fails(client.post("/generate", json={"n": 0}), 422)
+    assert "at most 16" in fails(client.post("/generate", json={"n": 65}), 422)
+    assert "generate" in fails(client.post("/generate", json={"model": "unet-tiny", "n": 1}), 422)
+    assert "max_generate_bytes" in fails(client.post("/generate", json={"n": 9, "bits": 16}), 413)
+
+
 def test_concurrent_requests_share_a_batch(serve_app):
     image = png_bytes(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8))
 

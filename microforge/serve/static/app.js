@@ -1,4 +1,4 @@
-/* microforge web GUI: the six tabs. Every call goes to this server's HTTP API (see /docs). */
+/* microforge web GUI: the tabs (Generate in generate.js). Every call goes to this server's HTTP API (see /docs). */
 "use strict";
 
 const state = {
@@ -10,7 +10,7 @@ const state = {
 
 // ================================================================ tabs, token, health ==========
 
-const TABS = ["synthesis", "inference", "preprocess", "timelapse", "live", "system"];
+const TABS = ["synthesis", "inference", "generate", "preprocess", "timelapse", "live", "system"];  // generate: generate.js
 const onShow = {};  // tab -> function called each time it is shown
 
 function showTab(name) {

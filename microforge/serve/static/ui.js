@@ -413,3 +413,56 @@ function histogramChart(canvas, { edges, counts }, { title, xLabel, color = COLO
     ctx.fillRect(x0 + 0.5, Y(c), Math.max(1, x1 - x0 - 1), Y(0) - Y(c));
   });
 }
+
+// --- ZIP -------------------------------------------------------------------------------------
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+function crc32(bytes) {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** The bytes of a base64 data URL. */
+function dataUrlBytes(url) {
+  return Uint8Array.from(atob(url.slice(url.indexOf(",") + 1)), (ch) => ch.charCodeAt(0));
+}
+
+/** A ZIP archive of [{name, bytes: Uint8Array}], stored uncompressed (PNGs are compressed already). */
+function zipBlob(files) {
+  const encoder = new TextEncoder();
+  const parts = [], central = [];
+  let offset = 0;
+  for (const file of files) {
+    const name = encoder.encode(file.name), size = file.bytes.length, crc = crc32(file.bytes);
+    // Shared by the local header (from byte 4) and the central record (from byte 6): version 20,
+    // no flags, stored, 1980-01-01 00:00, crc, sizes, name length.
+    const fields = (view, at) => {
+      view.setUint16(at, 20, true); view.setUint16(at + 6, 0, true); view.setUint16(at + 8, 0x21, true);
+      view.setUint32(at + 10, crc, true); view.setUint32(at + 14, size, true); view.setUint32(at + 18, size, true);
+      view.setUint16(at + 22, name.length, true);
+    };
+    const local = new DataView(new ArrayBuffer(30));
+    local.setUint32(0, 0x04034b50, true);
+    fields(local, 4);
+    const record = new DataView(new ArrayBuffer(46));
+    record.setUint32(0, 0x02014b50, true);
+    record.setUint16(4, 20, true);
+    fields(record, 6);
+    record.setUint32(42, offset, true);
+    parts.push(local, name, file.bytes);
+    central.push(record, name);
+    offset += 30 + name.length + size;
+  }
+  const end = new DataView(new ArrayBuffer(22));
+  end.setUint32(0, 0x06054b50, true);
+  end.setUint16(8, files.length, true); end.setUint16(10, files.length, true);
+  end.setUint32(12, central.reduce((sum, part) => sum + part.byteLength, 0), true);
+  end.setUint32(16, offset, true);
+  return new Blob([...parts, ...central, end], { type: "application/zip" });
+}
