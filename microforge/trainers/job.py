@@ -80,6 +80,8 @@ class TrainingJob:
         data: the datasets (see :class:`microforge.trainers.data.TrainingData`); splits
             ``"train"`` and optionally ``"val"``.
         epochs: total epochs of the run (a resumed run continues up to this number).
+        max_steps: stop after this many training batches in all (None: run the epochs); with
+            a cadence in steps, validation runs at the cadence too.
         runs_dir: parent directory of run directories.
         workload, options: the workload and its options that made the job (None/{} for a bare
             module); the exported artifact names the workload.
@@ -119,6 +121,7 @@ class TrainingJob:
     checkpoints_to_keep: int = 2
     seed: int = 0
     trainer_options: dict[str, Any] = field(default_factory=dict)
+    max_steps: int | None = None
 
     def check(self) -> None:
         """Validate the fields that do not need Ray.
@@ -130,6 +133,9 @@ class TrainingJob:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"TrainingJob.{name} must be an integer >= 1, got {value!r}")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            raise ConfigError(f"TrainingJob.max_steps must be an integer >= 1 or None, got {self.max_steps!r}")
         normalize_precision(self.precision)
         if self.monitor_mode not in ("min", "max"):
             raise ConfigError(f"TrainingJob.monitor_mode must be 'min' or 'max', got '{self.monitor_mode}'")
@@ -177,6 +183,7 @@ class TrainingJob:
             "checkpoints_to_keep": self.checkpoints_to_keep,
             "seed": self.seed,
             "trainer_options": self.trainer_options,
+            "max_steps": self.max_steps,
         }
         return json.loads(json.dumps(record))  # tuples -> lists: compares equal to a stored record
 
@@ -203,7 +210,7 @@ class TrainingJob:
             cadence=Cadence(**record["cadence"]), monitor=record["monitor"], monitor_mode=record["monitor_mode"],
             early_stopping=EarlyStopping(**record["early_stopping"]) if record["early_stopping"] else None,
             checkpoints_to_keep=record["checkpoints_to_keep"], seed=record["seed"],
-            trainer_options=record["trainer_options"],
+            trainer_options=record["trainer_options"], max_steps=record.get("max_steps"),
         )
 
 

@@ -26,7 +26,7 @@ CHECKPOINT_FILE = "checkpoint.ckpt"
 PROGRESS_FILE = "progress.json"
 
 
-def _make_report_callback(job: TrainingJob):
+def _make_report_callback(job: TrainingJob, validates: bool):
     from .lightning_import import pl
     import ray.train
     from ray.train import Checkpoint
@@ -68,12 +68,23 @@ def _make_report_callback(job: TrainingJob):
             return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            if unit == "steps" and self._batches(trainer) % every == 0:
+            batches = self._batches(trainer)
+            final_batch = (trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+                           and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+            if (job.max_steps is not None and batches >= job.max_steps) or (unit == "steps" and final_batch):
+                trainer.should_stop = True  # Lightning validates before it stops, off the step cadence too
+            # With validation data, step reports wait for the validation Lightning runs at the
+            # same cadence (on_validation_end), so they carry its metrics.
+            if unit == "steps" and batches % every == 0 and not validates:
+                self._report(trainer, batches)
+
+        def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if unit == "steps" and not trainer.sanity_checking and self._batches(trainer) != self.last_reported_batch:
                 self._report(trainer, self._batches(trainer))
 
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             epoch = trainer.current_epoch + 1
-            last = epoch >= (trainer.max_epochs or epoch)
+            last = epoch >= (trainer.max_epochs or epoch) or trainer.should_stop
             due = (unit == "epochs" and epoch % every == 0) or last
             if due and self._batches(trainer) != self.last_reported_batch:
                 self._report(trainer, self._batches(trainer))
@@ -128,6 +139,14 @@ def _loaders(job: TrainingJob, static_splits: list[str], current_epoch: Callable
     return loaders
 
 
+def _validation_cadence(job: TrainingJob, loaders: dict[str, EpochBatches]) -> dict[str, Any]:
+    """Lightning options that validate every ``cadence.every`` batches for a cadence in steps
+    (across epoch boundaries), so each step report has fresh validation metrics."""
+    if job.cadence.unit != "steps" or "val" not in loaders:
+        return {}
+    return {"val_check_interval": job.cadence.every, "check_val_every_n_epoch": None}
+
+
 def train_worker(config: dict[str, Any]) -> None:
     """The ``train_loop_per_worker`` of the launcher's ``TorchTrainer``."""
     from .lightning_import import pl
@@ -148,7 +167,7 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer: pl.Trainer | None = None  # the loaders read its epoch counter once fit() runs
     loaders = _loaders(job, config["static_splits"], lambda: trainer.current_epoch, rank, world)
     batches = loaders["train"].batches
-    callbacks = [_make_report_callback(job), _make_epoch_log_callback(job.epochs),
+    callbacks = [_make_report_callback(job, "val" in loaders), _make_epoch_log_callback(job.epochs),
                  pl.callbacks.LearningRateMonitor(logging_interval="epoch")]
     if job.early_stopping is not None:
         callbacks.append(pl.callbacks.EarlyStopping(monitor=job.monitor, mode=job.monitor_mode,
@@ -160,7 +179,8 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer = build_trainer(
         precision=job.precision, use_gpu=job.scaling.use_gpu, optimization=job.optimization,
         gradient_clip_val=job.gradient_clip_val,
-        trainer_options={"log_every_n_steps": max(1, min(50, batches or 50)), **job.trainer_options},
+        trainer_options={"log_every_n_steps": max(1, min(50, batches or 50)), **_validation_cadence(job, loaders),
+                         **job.trainer_options},
         max_epochs=job.epochs, callbacks=callbacks,
         logger=pl.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
         devices="auto", strategy=strategy, plugins=[RayLightningEnvironment()], default_root_dir=str(run_dir),

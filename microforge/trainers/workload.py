@@ -15,9 +15,10 @@ Everything is named by import path, so listing workloads imports neither torch n
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
-from importlib import metadata
+from importlib import metadata, resources
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from microforge.platform.config import ConfigModel, suggest
@@ -28,7 +29,7 @@ from microforge.platform.transforms import transform_from_spec
 if TYPE_CHECKING:
     from .job import TrainingJob
 
-__all__ = ["Cadence", "ENTRY_POINT_GROUP", "RunPlan", "SERVE_TASKS", "WORKLOADS_ENV", "Workload",
+__all__ = ["Cadence", "ENTRY_POINT_GROUP", "RECIPE_JOB_FIELDS", "RunPlan", "SERVE_TASKS", "WORKLOADS_ENV", "Workload",
            "get_workload", "legacy_owner", "register_workload", "workload_names", "workloads"]
 
 ENTRY_POINT_GROUP = "microforge.workloads"
@@ -36,8 +37,11 @@ WORKLOADS_ENV = "MICROFORGE_WORKLOADS"
 # What a workload's model can do behind the Serve ingress (serve maps each to a deployment).
 SERVE_TASKS = ("segment", "detect", "generate", "colorize")
 # The workloads that ship with microforge (one line each; a new one may use an entry point instead).
+# Keys of a training recipe that are job settings rather than options.
+RECIPE_JOB_FIELDS = ("batch_size",)
 BUILTIN_WORKLOADS = ("microforge.trainers.unet.workload:DELINEATION",
-                     "microforge.trainers.fastgan.workload:FASTGAN")
+                     "microforge.trainers.fastgan.workload:FASTGAN",
+                     "microforge.trainers.cyclegan.workload:CYCLEGAN")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,9 @@ class Workload:
         gradient_clip_val: default clipping (automatic optimisation only).
         legacy_names: component class names that format-1 artifacts recorded, mapped to import
             paths (so artifacts written before multi-component artifacts still load and serve).
+        recipes: a package holding training recipes as ``<name>.json`` (option values plus job
+            settings of :data:`RECIPE_JOB_FIELDS`), or None; recipe_option: the options field that
+            names one. Explicitly given options win over the recipe's.
 
     Raises:
         ConfigError: an inconsistent spec (checked at registration).
@@ -123,6 +130,8 @@ class Workload:
     evaluate: str | None = None
     gradient_clip_val: float | None = 1.0
     legacy_names: Mapping[str, str] = field(default_factory=dict)
+    recipes: str | None = None
+    recipe_option: str = "preset"
 
     def __post_init__(self) -> None:
         what = f"workload '{self.name}'"
@@ -151,12 +160,43 @@ class Workload:
         return model
 
     def load_options(self, values: "ConfigModel | Mapping[str, Any] | None" = None) -> ConfigModel:
-        """The options, validated (unknown keys are errors with a did-you-mean).
+        """The options, validated (unknown keys are errors with a did-you-mean); a recipe named in
+        ``values`` fills in the options that ``values`` does not give.
 
         Raises:
-            ConfigError: naming the option.
+            ConfigError: naming the option, or an unknown recipe.
         """
-        return self.options_model().load(values if values is not None else {})
+        if values is None or isinstance(values, ConfigModel):
+            return self.options_model().load(values if values is not None else {})
+        recipe = self.recipe(values.get(self.recipe_option))
+        options = {k: v for k, v in recipe.items() if k not in RECIPE_JOB_FIELDS}
+        return self.options_model().load({**options, **values})
+
+    def recipe_names(self) -> list[str]:
+        if self.recipes is None:
+            return []
+        return sorted(f.name[:-5] for f in resources.files(self.recipes).iterdir() if f.name.endswith(".json"))
+
+    def recipe(self, name: str | None) -> dict[str, Any]:
+        """The recipe ``name`` (``{}`` for None or a workload without recipes).
+
+        Raises:
+            ConfigError: an unknown recipe, with a did-you-mean.
+        """
+        if name is None or self.recipes is None:
+            return {}
+        names = self.recipe_names()
+        if name not in names:
+            raise ConfigError(f"workload '{self.name}' has no {self.recipe_option} '{name}'{suggest(name, names)}; "
+                              f"valid: {', '.join(names)}")
+        recipe = json.loads((resources.files(self.recipes) / f"{name}.json").read_text())
+        recipe.pop("description", None)
+        return recipe
+
+    def recipe_job_fields(self, options: ConfigModel) -> dict[str, Any]:
+        """The job settings (:data:`RECIPE_JOB_FIELDS`) of the recipe the options name."""
+        recipe = self.recipe(getattr(options, self.recipe_option, None) if self.recipes else None)
+        return {k: v for k, v in recipe.items() if k in RECIPE_JOB_FIELDS}
 
     def option_names(self) -> list[str]:
         return list(self.options_model().model_fields)
@@ -168,8 +208,9 @@ class Workload:
         """The :class:`~microforge.trainers.job.TrainingJob` of these options.
 
         ``job_fields`` are further TrainingJob fields (``scaling``, ``batch_size``, ``precision``,
-        ``name``, ``early_stopping``, ``trainer_options``...); the workload fills in the module,
-        its config, the data, metric, optimisation mode, cadence and clipping.
+        ``name``, ``early_stopping``, ``trainer_options``, ``cadence``...); the workload fills in
+        the module, its config, the data, metric, optimisation mode, cadence, clipping and the
+        job settings of the recipe the options name (given fields win).
 
         Raises:
             ConfigError: invalid options or job fields.
@@ -179,11 +220,11 @@ class Workload:
         opts = self.load_options(options)
         plan: RunPlan = import_object(self.plan, f"plan of workload '{self.name}'")(opts)
         fields_ = {"gradient_clip_val": self.gradient_clip_val, "seed": int(getattr(opts, "seed", 0) or 0),
-                   **job_fields}
+                   "cadence": self.cadence, **self.recipe_job_fields(opts), **job_fields}
         return TrainingJob(workload=self.name, options=opts.to_json_dict(), module=self.module,
                            module_config=plan.module_config, data=plan.data, epochs=epochs, runs_dir=runs_dir,
                            monitor=plan.monitor or self.metric, monitor_mode=plan.mode or self.mode,
-                           optimization=self.optimization, cadence=self.cadence, **fields_)
+                           optimization=self.optimization, **fields_)
 
     def probe_module(self, preset: str, resolution: int) -> Any:
         """The module a batch-size probe trains (it must have ``example_batch(batch_size)``).

@@ -4,6 +4,7 @@ exports the three components and generates from the EMA generator."""
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -56,3 +57,25 @@ def test_two_worker_run_exports_three_components_that_generate(ray_local, tmp_pa
     images = generate_images(artifact["generator_ema"], artifact.transform, [3, 4, 3], dtype=np.uint16)
     assert images[0].shape == (256, 256) and images[0].dtype == np.uint16
     assert np.array_equal(images[0], images[2]) and not np.array_equal(images[0], images[1])
+
+
+def test_step_cadence_samples_and_resume(ray_local, tmp_path):
+    """--steps/--every: reports with fresh val_fd at the cadence and at the stop, EMA sample grids
+    as PNG and TensorBoard images, and a resumed run that continues the step count."""
+    runs = tmp_path / "runs"
+    common = ["--out", str(runs), "--batch-size", "1"]
+    assert main(["train", "fastgan", "--width", "8", "--train-samples", "2", "--val-samples", "2",
+                 "--fm-weight", "1", "--penalty", "wgan-gp", "--penalty-weight", "1", "--steps", "2",
+                 "--every", "2", "--name", "s", *common]) == 0
+    record = read_run(runs / "s")
+    assert record["max_steps"] == 2 and record["cadence"] == {"every": 2, "unit": "steps"}
+    assert {"g_feature_matching", "d_penalty", "val_fd"} <= set(record["best_metrics"])
+    assert main(["train", "fastgan", "--resume", "s", "--steps", "3", *common]) == 0
+    steps = sorted(json.loads(p.read_text())["step"] for p in (runs / "s").glob("checkpoint_*/progress.json"))
+    assert steps[-2:] == [2, 3]
+    samples = sorted(p.name for p in (runs / "s" / "samples").iterdir())
+    assert samples == ["step_0000002.png", "step_0000003.png"]
+    grid = np.asarray(Image.open(runs / "s" / "samples" / samples[0]))
+    assert grid.shape == (4 * 256, 4 * 256) and grid.std() > 0
+    events = list((runs / "s" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and any(b"samples/ema" in p.read_bytes() for p in events)

@@ -2,18 +2,23 @@
 
 Each batch: one discriminator step (hinge loss with the reference's randomised labels on
 DiffAugment-ed real and fake images, plus the L1 reconstruction loss of its three decoders on
-real images), one generator step (``-D(fake).mean()``), then an EMA update of the generator that
-copies its buffers (BatchNorm statistics) too. Validation generates images with the EMA
-generator from fixed latents and reports ``val_fd``, the Fréchet distance of their texture
+real images, plus an optional R1 or WGAN-GP gradient penalty), one generator step
+(``-D(fake).mean()`` plus optional feature matching: L1 between the batch-mean discriminator
+features of fake and real images), then an EMA update of the generator that copies its buffers
+(BatchNorm statistics) too. The optional terms exist so that the original CARS presets
+(feature matching 10-30, gradient penalty 10) mean something. Validation generates images with
+the EMA generator from fixed latents, reports ``val_fd``, the Fréchet distance of their texture
 features to the held-out real images (the feature function is named by import path, so this
-module does not import the evaluation package).
+module does not import the evaluation package), and writes a sample grid to TensorBoard and to
+``samples/step_NNNNNNN.png`` in the run directory.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +30,7 @@ from microforge.trainers.lightning_import import pl
 from .diffaugment import diff_augment
 from .model import FASTGAN_SIZES, Discriminator, Generator, reconstruction_targets
 
-__all__ = ["FastGANModule", "ema_update"]
+__all__ = ["FastGANModule", "ema_update", "feature_matching", "gradient_penalty", "sample_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,36 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         target.copy_(source)
 
 
+def feature_matching(fake: Sequence[torch.Tensor], real: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum over layers of the L1 distance between batch-mean features (real ones detached)."""
+    return sum(F.l1_loss(f.mean(0), r.detach().mean(0)) for f, r in zip(fake, real))
+
+
+def gradient_penalty(discriminator: torch.nn.Module, kind: str, real: torch.Tensor, logits_real: torch.Tensor,
+                     fake: torch.Tensor) -> torch.Tensor:
+    """``r1``: ``0.5 E||grad_x D(x)||^2`` on real images (``real`` must require grad and
+    ``logits_real`` come from it); ``wgan-gp``: ``E(||grad D||-1)^2`` on random interpolates."""
+    if kind == "r1":
+        (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+        return 0.5 * grad.pow(2).flatten(1).sum(1).mean()
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(mixed, "fake").sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def sample_grid(images: torch.Tensor, columns: int = 4) -> np.ndarray:
+    """``(H*rows, W*columns)`` or ``(..., 3)`` uint8 tiles of images in [-1, 1] (channel 0 or RGB)."""
+    unit = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+    n, c, h, w = unit.shape
+    rows = -(-n // columns)
+    grid = np.zeros((rows * h, columns * w, c), np.uint8)
+    for i, image in enumerate(unit):
+        r, col = divmod(i, columns)
+        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image.transpose(1, 2, 0)
+    return grid[..., 0] if c == 1 else grid
+
+
 class FastGANModule(pl.LightningModule):
     """FastGAN (Liu et al., ICLR 2021) with an EMA generator.
 
@@ -54,13 +89,17 @@ class FastGANModule(pl.LightningModule):
         augment: DiffAugment policy (``color``, ``translation``, ``cutout``); pad_mode:
             ``reflect`` (microscopy default) or ``zeros`` (the reference).
         recon_weight: weight of the decoders' L1 reconstruction loss.
+        fm_weight: weight of feature matching in the generator loss (0: off).
+        penalty, penalty_weight: ``r1`` or ``wgan-gp`` gradient penalty of the discriminator (weight 0: off).
         fd_samples: EMA images generated for ``val_fd`` at each validation.
+        sample_images: EMA images in each validation's sample grid.
     """
 
     def __init__(self, size: str = "micro", resolution: int = 256, channels: int = 1, nz: int = 256,
                  width: int | None = None, lr_g: float = 2e-4, lr_d: float = 2e-4, ema_decay: float = 0.999,
                  augment: str = "translation,cutout", pad_mode: str = "reflect", recon_weight: float = 1.0,
-                 fd_samples: int = 16) -> None:
+                 fm_weight: float = 0.0, penalty: str = "r1", penalty_weight: float = 0.0, fd_samples: int = 16,
+                 sample_images: int = 16) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -69,7 +108,9 @@ class FastGANModule(pl.LightningModule):
         self.discriminator = Discriminator(ndf=ngf, nc=channels, im_size=resolution)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         diff_augment(torch.zeros(1, channels, 8, 8), augment, pad_mode=pad_mode)  # a bad policy fails here
-        self.register_buffer("fixed_z", torch.randn(max(1, fd_samples), nz,
+        if penalty not in ("r1", "wgan-gp"):
+            raise ValueError(f"penalty must be 'r1' or 'wgan-gp', got {penalty!r}")
+        self.register_buffer("fixed_z", torch.randn(max(1, fd_samples, sample_images), nz,
                                                     generator=torch.Generator().manual_seed(0)), persistent=False)
         self._val_features: list[np.ndarray] = []
 
@@ -91,22 +132,35 @@ class FastGANModule(pl.LightningModule):
         real = self._augment(real)
 
         part = int(torch.randint(0, 4, ()).item())
-        logits_real, recs = self.discriminator(real, "real", part)
+        penalised = hp.penalty_weight > 0
+        if penalised and hp.penalty == "r1":
+            real.requires_grad_(True)
+        logits_real, recs, features_real = self.discriminator(real, "real", part, features=True)
         hinge_real = F.relu(torch.rand_like(logits_real) * 0.2 + 0.8 - logits_real).mean()
         recon = sum(F.l1_loss(rec, target) for rec, target in zip(recs, reconstruction_targets(real, part)))
         logits_fake = self.discriminator([image.detach() for image in fake], "fake")
         hinge_fake = F.relu(torch.rand_like(logits_fake) * 0.2 + 0.8 + logits_fake).mean()
         d_loss = hinge_real + hp.recon_weight * recon + hinge_fake
+        logged = {}
+        if penalised:
+            penalty = gradient_penalty(self.discriminator, hp.penalty, real, logits_real, fake[0])
+            d_loss = d_loss + hp.penalty_weight * penalty
+            logged["d_penalty"] = penalty.detach()
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()
 
-        g_loss = -self.discriminator(fake, "fake").mean()
+        logits_g, features_fake = self.discriminator(fake, "fake", features=True)
+        g_loss = -logits_g.mean()
+        if hp.fm_weight > 0:
+            matching = feature_matching(features_fake, features_real)
+            g_loss = g_loss + hp.fm_weight * matching
+            logged["g_feature_matching"] = matching.detach()
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         opt_g.step()
         ema_update(self.generator_ema, self.generator, hp.ema_decay)
-        self.log_dict({"d_loss": d_loss.detach(), "d_recon": recon.detach(), "g_loss": g_loss.detach()},
+        self.log_dict({"d_loss": d_loss.detach(), "d_recon": recon.detach(), "g_loss": g_loss.detach(), **logged},
                       on_step=True, on_epoch=True, sync_dist=True, batch_size=real.shape[0])
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -135,10 +189,25 @@ class FastGANModule(pl.LightningModule):
         real = self.all_gather(local).reshape(-1, local.shape[-1]).cpu().numpy().astype(np.float64)
         self.generator_ema.eval()
         with torch.no_grad():
-            fake = self._texture(self.generator_ema(self.fixed_z))
+            images = self.generator_ema(self.fixed_z)
+        fake = self._texture(images[:max(2, self.hparams.fd_samples)])
         stats = import_object(GAUSSIAN_STATS, "gaussian stats")
         distance = import_object(FRECHET, "Fréchet distance")(*stats(real), *stats(fake))
         self.log("val_fd", float(distance), on_step=False, on_epoch=True, sync_dist=True)
+        if self.hparams.sample_images and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._write_samples(sample_grid(images[:self.hparams.sample_images]))
+
+    def _write_samples(self, grid: np.ndarray) -> None:
+        """The EMA generator's fixed-z samples: TensorBoard image and a PNG under ``samples/``."""
+        from PIL import Image
+
+        step = int(self.trainer.fit_loop.epoch_loop.batch_progress.total.processed)
+        experiment = getattr(self.logger, "experiment", None)
+        if hasattr(experiment, "add_image"):
+            experiment.add_image("samples/ema", grid, step, dataformats="HW" if grid.ndim == 2 else "HWC")
+        folder = Path(self.trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(folder / f"step_{step:07d}.png")
 
     # -- export ----------------------------------------------------------------------------------
 

@@ -232,6 +232,8 @@ class Discriminator(nn.Module):
     branch. For ``label == "real"`` it returns ``(logits, [rec_big, rec_small, rec_part])``, each
     ``(B, nc, 128, 128)``, and ``part`` (0..3) picks the quarter of the 16x16 map that
     ``rec_part`` decodes: compare it with ``reconstruction_targets(real, part)[2]``.
+    With ``features=True`` the intermediate feature maps (4 .. 64 of the big branch, then the
+    small branch's) are returned last, for feature matching.
     """
 
     def __init__(self, ndf: int = 64, nc: int = 1, im_size: int = 256) -> None:
@@ -281,7 +283,8 @@ class Discriminator(nn.Module):
         self.decoder_small = SimpleDecoder(nfc[32], nc)
         self.apply(weights_init)
 
-    def forward(self, images: Sequence[torch.Tensor] | torch.Tensor, label: str, part: int | None = None):
+    def forward(self, images: Sequence[torch.Tensor] | torch.Tensor, label: str, part: int | None = None,
+                features: bool = False):
         if label not in ("real", "fake"):
             raise ValueError(f"label must be 'real' or 'fake', got {label!r}")
         if isinstance(images, torch.Tensor):
@@ -299,12 +302,15 @@ class Discriminator(nn.Module):
         feat_small = self.down_from_small(small)
 
         logits = torch.cat([self.rf_big(feat_last).flatten(1), self.rf_small(feat_small).flatten(1)], dim=1)
-        if label != "real":
-            return logits
-        rec_big = self.decoder_big(feat_last)
-        rec_small = self.decoder_small(feat_small)
-        rec_part = self.decoder_part(crop_part(feat_32, part))
-        return logits, [rec_big, rec_small, rec_part]
+        out: tuple = (logits,)
+        if label == "real":
+            rec_big = self.decoder_big(feat_last)
+            rec_small = self.decoder_small(feat_small)
+            rec_part = self.decoder_part(crop_part(feat_32, part))
+            out += ([rec_big, rec_small, rec_part],)
+        if features:
+            out += ([feat_4, feat_8, feat_16, feat_32, feat_last, feat_small],)
+        return out[0] if len(out) == 1 else out
 
 
 def _check_size(size: str) -> int:

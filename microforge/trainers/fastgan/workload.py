@@ -35,6 +35,12 @@ class FastganOptions(ConfigModel):
     augment: str = Field("translation,cutout", description="DiffAugment policy (color, translation, cutout)")
     pad_mode: Literal["reflect", "zeros"] = Field("reflect", description="translation padding")
     recon_weight: float = Field(1.0, ge=0, le=100, description="weight of the decoders' reconstruction loss")
+    fm_weight: float = Field(0.0, ge=0, le=1000, description="feature-matching weight in the generator loss (0: off)")
+    penalty: Literal["r1", "wgan-gp"] = Field("r1", description="discriminator gradient penalty")
+    penalty_weight: float = Field(0.0, ge=0, le=1000, description="gradient-penalty weight (0: off)")
+    preset: Optional[Literal["baseline", "improved", "fast", "high_quality"]] = Field(
+        None, description="training recipe (size, batch size, loss weights, learning rates); explicit flags win")
+    sample_images: int = Field(16, ge=0, le=64, description="EMA samples in each validation's grid (0: none)")
     data: Optional[str] = Field(None, description="train on this dataset directory (manifest image column; "
                                                   "its val split is held out for val_fd) instead of renders")
     synth: str = Field("cars:default", description="render training images on the fly: cars[:PRESET]")
@@ -62,7 +68,8 @@ def plan_fastgan(options: FastganOptions) -> RunPlan:
 
     config = options.to_json_dict()
     module_config = {k: config[k] for k in ("size", "resolution", "channels", "nz", "width", "lr_g", "lr_d",
-                                            "ema_decay", "augment", "pad_mode", "recon_weight")}
+                                            "ema_decay", "augment", "pad_mode", "recon_weight", "fm_weight",
+                                            "penalty", "penalty_weight", "sample_images")}
     module_config["fd_samples"] = max(2, options.val_samples)
     if options.data is not None:
         data = ManifestData(options.data, columns=("image", "index"), transform=TRANSFORM)
@@ -87,11 +94,12 @@ FASTGAN = Workload(
     metric="val_fd",
     mode="min",
     optimization="manual",
-    cadence=Cadence(every=1, unit="epochs"),
+    cadence=Cadence(every=200, unit="steps"),
     components=("generator_ema", "generator", "discriminator"),
     transform=TRANSFORM,
     serve_task="generate",
     preset_option="size",
     size_option="resolution",
     gradient_clip_val=None,
+    recipes="microforge.trainers.fastgan.presets",
 )
