@@ -3,9 +3,14 @@
 ``<state dir>/batch_size_recommendations.json`` holds one record per (device, device memory,
 workload, preset, resolution, precision): the device is the GPU's name or ``"cpu"``, the device
 memory the GPU's total memory or, on CPUs, the memory budget of the search; the workload is its
-canonical name and the precision Lightning's name (:mod:`microforge.platform.precision`). A new
-search replaces the records it measured and keeps the others. The batch applied is the one with
-the best samples/s (``best_batch``), which never exceeds the largest that fits (``max_batch``).
+canonical name (records written under an alias, e.g. ``unet``, are read as the workload it names)
+and the precision Lightning's name (:mod:`microforge.platform.precision`). A new search replaces
+the records it measured and keeps the others. The batch applied is the one with the best
+samples/s (``best_batch``), which never exceeds the largest that fits (``max_batch``).
+
+A search that compared several presets at one resolution marks one record there
+``recommended``: the preset a run at that resolution uses when neither its preset nor its batch
+size is given. A later comparison at the same key moves the mark; re-measuring one preset keeps it.
 
 This module imports neither torch nor Ray at module level: the train command reads it cheaply.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
@@ -32,6 +37,7 @@ __all__ = [
     "local_device",
     "recommendations_path",
     "recommended_batch_size",
+    "recommended_preset",
     "save_recommendations",
 ]
 
@@ -64,9 +70,14 @@ class Recommendation:
     peak_memory_bytes: int | None
     capped: bool = False
     measured: str = ""
+    recommended: bool = False
 
     def key(self) -> tuple:
         return (self.device, self.device_memory_bytes, self.workload, self.preset, self.resolution, self.precision)
+
+    def group(self) -> tuple:
+        """The key without the preset: the records one preset recommendation chooses among."""
+        return (self.device, self.device_memory_bytes, self.workload, self.resolution, self.precision)
 
     def describe_device(self) -> str:
         memory = f"{self.device_memory_bytes / 2**30:.1f} GiB"
@@ -91,7 +102,8 @@ def load_recommendations(path: str | Path | None = None) -> list[Recommendation]
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
         names = {f.name for f in fields(Recommendation)}
-        return [Recommendation(**{k: v for k, v in _upgrade(record).items() if k in names})
+        canonical = _workload_aliases()
+        return [Recommendation(**{k: v for k, v in _upgrade(record, canonical).items() if k in names})
                 for record in data["recommendations"]]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RecommendationError(f"{path} is not a batch-size recommendations file ({exc}); "
@@ -106,18 +118,37 @@ def save_recommendations(new: Iterable[Recommendation], path: str | Path | None 
     """
     path = Path(path) if path else recommendations_path()
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    merged = {r.key(): r for r in load_recommendations(path)}
+    new = [r if r.measured else replace(r, measured=now) for r in new]
+    moved = {r.group() for r in new if r.recommended}
+    merged = {r.key(): replace(r, recommended=r.recommended and r.group() not in moved)
+              for r in load_recommendations(path)}
     for record in new:
-        merged[record.key()] = record if record.measured else Recommendation(**{**asdict(record), "measured": now})
+        old = merged.get(record.key())
+        kept = old is not None and old.recommended  # re-measuring the recommended preset alone keeps the mark
+        merged[record.key()] = replace(record, recommended=record.recommended or kept)
     records = sorted(merged.values(), key=lambda r: tuple(str(k) for k in r.key()))
     atomic_write_text(path, json.dumps({"format": FORMAT, "recommendations": [asdict(r) for r in records]},
                                        indent=2) + "\n")
     return path
 
 
-def _upgrade(record: dict) -> dict:
-    """Records written before workloads named the workload ``trainer``."""
-    return {"workload": record["trainer"], **record} if "trainer" in record else record
+def _upgrade(record: dict, canonical: dict[str, str]) -> dict:
+    """Records written before workloads named the workload ``trainer``, or under an alias."""
+    record = {"workload": record["trainer"], **record} if "trainer" in record else dict(record)
+    record["workload"] = canonical.get(record["workload"], record["workload"])
+    return record
+
+
+def _workload_aliases() -> dict[str, str]:
+    """alias -> canonical name of every registered workload ({} when the registry cannot load,
+    so a broken plugin does not hide every recommendation)."""
+    from microforge.trainers.workload import workloads  # imported late: the registry sits above platform
+
+    try:
+        return {alias: w.name for w in workloads().values() for alias in w.aliases}
+    except MicroforgeError as exc:
+        log.warning("workload aliases unknown (%s): recommendations keep their stored names", exc)
+        return {}
 
 
 def physical_memory_bytes() -> int:
@@ -139,16 +170,17 @@ def local_device(use_gpu: bool) -> tuple[str, int] | None:
     return torch.cuda.get_device_name(0), int(torch.cuda.get_device_properties(0).total_memory)
 
 
-def find_recommendation(workload: str, preset: str, resolution: int, precision: str, *, device: str,
+def find_recommendation(workload: str, preset: str | None, resolution: int, precision: str, *, device: str,
                         device_memory_bytes: int, path: str | Path | None = None) -> Recommendation | None:
-    """The stored recommendation for this key, or None.
+    """The stored recommendation for this key, or None; ``preset=None``: the record marked
+    ``recommended`` at this resolution (the preset to train), if any.
 
     On a GPU the memory must match (within 2 %). For ``device="cpu"`` ``device_memory_bytes`` is
     the machine's memory and the record with the largest budget that fits in it is chosen.
     """
     candidates = [r for r in load_recommendations(path)
-                  if (r.workload, r.preset, r.resolution, r.precision, r.device) ==
-                  (workload, preset, resolution, precision, device)]
+                  if (r.workload, r.resolution, r.precision, r.device) == (workload, resolution, precision, device)
+                  and (r.preset == preset if preset is not None else r.recommended)]
     if device == "cpu":
         fitting = [r for r in candidates if r.device_memory_bytes <= device_memory_bytes]
         return max(fitting, key=lambda r: r.device_memory_bytes, default=None)
@@ -157,9 +189,16 @@ def find_recommendation(workload: str, preset: str, resolution: int, precision: 
                 None)
 
 
-def recommended_batch_size(workload: str, preset: str, resolution: int, precision: str, *,
+def recommended_preset(workload: str, resolution: int, precision: str, *, use_gpu: bool) -> Recommendation | None:
+    """The record of the preset recommended at ``resolution`` on this machine's device (its
+    ``preset`` and ``best_batch`` go together), or None; matched as :func:`recommended_batch_size`."""
+    return recommended_batch_size(workload, None, resolution, precision, use_gpu=use_gpu)
+
+
+def recommended_batch_size(workload: str, preset: str | None, resolution: int, precision: str, *,
                            use_gpu: bool) -> Recommendation | None:
-    """The recommendation for a training run on this machine's device, or None.
+    """The recommendation for a training run on this machine's device, or None (``preset=None``:
+    the recommended preset's record).
 
     A GPU run is matched by the local GPU's name and memory (None when this process sees no GPU,
     e.g. a driver on a login node); a CPU run by the largest CPU budget within physical memory.

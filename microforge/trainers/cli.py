@@ -18,8 +18,11 @@ DEFAULT_RUNS_DIR = "runs"
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_EPOCHS = 20
 # The train command's own flags (dests); an options field may not reuse one.
-JOB_FLAGS = {"epochs", "workers", "gpus_per_worker", "batch_size", "precision", "patience", "min_delta", "name",
-             "resume", "out", "address", "func", "command", "group", "workload", "verbose"}
+JOB_FLAGS = {"epochs", "steps", "every", "workers", "gpus_per_worker", "batch_size", "precision", "patience",
+             "min_delta", "name", "resume", "out", "address", "describe", "func", "command", "group", "workload",
+             "verbose"}
+# Epochs of a run bounded by --steps alone (the steps end it first).
+STEPS_EPOCH_CAP = 1_000_000
 
 
 def default_batch_size(workload: str, preset: str, size: int, precision: str, *, use_gpu: bool = False) -> int:
@@ -55,6 +58,11 @@ def register(groups: argparse._SubParsersAction) -> None:
 def _add_job_flags(parser: argparse.ArgumentParser, workload: Workload) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"total epochs (default {DEFAULT_EPOCHS}; with --resume: the run's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="stop after this many training batches in all (with --resume: the run's)")
+    parser.add_argument("--every", type=int, default=None,
+                        help=f"report, checkpoint{' and validate' if workload.cadence.unit == 'steps' else ''} every N "
+                             f"{workload.cadence.unit} (default {workload.cadence.every})")
     parser.add_argument("--workers", type=int, default=None, help="data-parallel training workers (default 1)")
     parser.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default 0: CPU)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch per worker (default: a recommendation)")
@@ -67,6 +75,9 @@ def _add_job_flags(parser: argparse.ArgumentParser, workload: Workload) -> None:
     parser.add_argument("--name", default=None, help=f"run name (default {workload.name}-<time>)")
     parser.add_argument("--resume", metavar="RUN", default=None, help="continue a run (its directory or name)")
     parser.add_argument("--out", default=DEFAULT_RUNS_DIR, help=f"runs directory (default ./{DEFAULT_RUNS_DIR})")
+    parser.add_argument("--describe", action="store_true",
+                        help=f"print the parameters of each component for every {workload.preset_option} at the "
+                             "options given, and exit")
     add_address_argument(parser)
 
 
@@ -89,23 +100,37 @@ def _resumed_job(args: argparse.Namespace, workload: Workload, given: dict[str, 
         job = replace(job, scaling=Scaling.from_gpus(args.workers or old.num_workers, gpus))
     if args.epochs is not None:
         job = replace(job, epochs=args.epochs)
+    if args.steps is not None:
+        job = replace(job, max_steps=args.steps)
     if args.batch_size is not None:
         job = replace(job, batch_size=args.batch_size)
     return job
 
 
 def _new_job(args: argparse.Namespace, workload: Workload, given: dict[str, Any]):
+    from ..platform.recommendations import recommended_preset
     from .job import EarlyStopping, Scaling
 
     options = workload.load_options(given)
     gpus = args.gpus_per_worker or 0.0
-    batch_size = args.batch_size or default_batch_size(
-        workload.name, getattr(options, workload.preset_option), int(getattr(options, workload.size_option)),
-        args.precision,
-        use_gpu=gpus > 0)
-    job = workload.job(options, epochs=args.epochs or DEFAULT_EPOCHS, runs_dir=args.out, name=args.name,
-                       scaling=Scaling.from_gpus(args.workers or 1, gpus), batch_size=batch_size,
-                       precision=args.precision)
+    recipe = workload.recipe(given.get(workload.recipe_option)) if workload.recipes else {}
+    batch_size = args.batch_size or recipe.get("batch_size")
+    size = int(getattr(options, workload.size_option))
+    # The recommended (preset, batch) was measured as a pair: only when neither is given.
+    found = None if batch_size or workload.preset_option in {**recipe, **given} else recommended_preset(
+        workload.name, size, args.precision, use_gpu=gpus > 0)
+    if found is not None:
+        options = workload.load_options({**given, workload.preset_option: found.preset})
+        batch_size = found.best_batch
+        log.info("%s %s, batch size %d: recommended at %d px, %s on %s (%.1f samples/s); --%s and --batch-size "
+                 "override it", workload.preset_option, found.preset, found.best_batch, size, found.precision,
+                 found.describe_device(), found.samples_per_s, workload.preset_option.replace("_", "-"))
+    batch_size = batch_size or default_batch_size(
+        workload.name, getattr(options, workload.preset_option), size, args.precision, use_gpu=gpus > 0)
+    cadence = replace(workload.cadence, every=args.every) if args.every else workload.cadence
+    job = workload.job(options, epochs=args.epochs or (STEPS_EPOCH_CAP if args.steps else DEFAULT_EPOCHS),
+                       runs_dir=args.out, name=args.name, scaling=Scaling.from_gpus(args.workers or 1, gpus),
+                       batch_size=batch_size, precision=args.precision, max_steps=args.steps, cadence=cadence)
     if args.patience and job.monitor == workload.metric:
         job = replace(job, early_stopping=EarlyStopping(patience=args.patience, min_delta=args.min_delta))
     return job
@@ -116,6 +141,11 @@ def _train(args: argparse.Namespace) -> int:
 
     workload = get_workload(args.workload)
     given = given_options(args, args.option_names)
+    if args.describe:
+        from .describe import describe_presets
+
+        print(describe_presets(workload, given))
+        return 0
     if args.resume:
         result = launch(_resumed_job(args, workload, given), resume=True, address=args.address)
     else:

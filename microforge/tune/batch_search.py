@@ -1,12 +1,15 @@
-"""Hardware batch-size search: the largest batch that trains, and the fastest one, per model preset.
+"""Hardware batch-size search: the largest batch that trains, and the fastest one, per model preset
+and resolution, and the preset to train at each resolution.
 
 :class:`BatchSizeSearch` runs the doubling-then-bisection search of
-:mod:`microforge.tune.bisection` for each preset of a workload, every probe in a fresh Ray actor
-(:mod:`microforge.tune.probe_actor`; one GPU each on GPUs, a few CPUs otherwise). The presets are
-searched concurrently, one probe at a time each, so on a cluster each preset holds its own GPU.
+:mod:`microforge.tune.bisection` for every (preset, resolution) of a workload, every probe in a
+fresh Ray actor (:mod:`microforge.tune.probe_actor`; one GPU each on GPUs, a few CPUs otherwise).
+The searches run concurrently, one probe at a time each, so on a cluster each holds its own GPU.
 On CPUs the probes are measured against a memory budget (peak RSS of the probe process).
-:func:`recommendations_from_report` turns a report into the stored recommendations of
-:mod:`microforge.platform.recommendations`, keyed by the workload's canonical name.
+:meth:`BatchSizeReport.recommended` picks, per resolution, the preset whose best batch trains the
+most samples/s (every batch it compares fits the memory). :func:`recommendations_from_report`
+turns a report into the stored recommendations of :mod:`microforge.platform.recommendations`,
+keyed by the workload's canonical name.
 """
 
 from __future__ import annotations
@@ -15,21 +18,23 @@ import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
+from microforge.platform.config import suggest
 from microforge.platform.errors import ConfigError
 from microforge.platform.precision import normalize_precision
 from microforge.platform.recommendations import Recommendation
 
 from .bisection import BatchSearchResult, BatchSizeError, search_batch_size
 from .probe import ProbeResult, format_bytes
-from .probe_actor import ProbeSettings, probe_in_fresh_actor
+from .probe_actor import ProbeSettings, build_probe_module, probe_in_fresh_actor
 
 if TYPE_CHECKING:
     from microforge.trainers.workload import Workload
 
-__all__ = ["BatchSizeReport", "BatchSizeSearch", "parse_memory", "recommendations_from_report"]
+__all__ = ["BatchSizeReport", "BatchSizeSearch", "parse_memory", "parse_resolutions",
+           "recommendations_from_report"]
 
 log = logging.getLogger(__name__)
 
@@ -56,34 +61,68 @@ def parse_memory(text: str | int) -> int:
     return size
 
 
+
+def parse_resolutions(value: "str | int | tuple[int, ...] | list[int]") -> tuple[int, ...]:
+    """``"256,512"`` (or an int, or a sequence) -> ``(256, 512)``: positive, in order, no repeats.
+
+    Raises:
+        ConfigError: not a comma list of positive integers.
+    """
+    items = str(value).split(",") if isinstance(value, (str, int)) else list(value)
+    sides: list[int] = []
+    for item in items:
+        text = str(item).strip()
+        if not text.isdigit() or int(text) < 1:
+            raise ConfigError(f"resolution '{text}' is not a positive number of pixels (e.g. --resolution 256,512)")
+        if int(text) not in sides:
+            sides.append(int(text))
+    if not sides:
+        raise ConfigError("no resolution given (e.g. --resolution 256,512)")
+    return tuple(sides)
+
+
 @dataclass(frozen=True)
 class BatchSizeReport:
-    """Outcome of a :class:`BatchSizeSearch` for every preset.
+    """Outcome of a :class:`BatchSizeSearch` for every (preset, resolution).
 
     Attributes:
-        results: preset -> :class:`BatchSearchResult` (searches that succeeded).
-        errors: preset -> why its search failed (e.g. batch 1 does not fit the budget).
+        presets, resolutions: what was searched, in order (presets smallest first).
+        results: ``(preset, resolution)`` -> :class:`BatchSearchResult` (searches that succeeded).
+        errors: ``(preset, resolution)`` -> why its search failed (e.g. batch 1 does not fit).
         device: ``"cpu"`` or the GPU's name; device_memory_bytes: the GPU's memory or the CPU budget.
         seconds: wall time of the whole search.
     """
 
     workload: str
-    resolution: int
+    presets: tuple[str, ...]
+    resolutions: tuple[int, ...]
     precision: str
     device: str
     device_memory_bytes: int | None
-    results: dict[str, BatchSearchResult]
-    errors: dict[str, str] = field(default_factory=dict)
+    results: dict[tuple[str, int], BatchSearchResult]
+    errors: dict[tuple[str, int], str] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def recommended(self, resolution: int) -> tuple[str, BatchSearchResult] | None:
+        """The preset to train at ``resolution`` and its search: the most samples/s at its best
+        batch (a tie goes to the larger preset); None when no preset fitted there."""
+        fitted = [(preset, self.results[preset, resolution]) for preset in self.presets
+                  if (preset, resolution) in self.results]
+        if not fitted:
+            return None
+        order = {preset: i for i, preset in enumerate(self.presets)}
+        return max(fitted, key=lambda item: (item[1].best.samples_per_s or 0.0, order[item[0]]))
 
 
 @dataclass(frozen=True)
 class BatchSizeSearch:
-    """Search the largest and the fastest batch of each preset of a workload on this Ray cluster.
+    """Search the largest and the fastest batch of each preset of a workload at each resolution on
+    this Ray cluster.
 
     Args:
         workload: a workload name or alias (e.g. ``"delineation"``), or a :class:`Workload`.
-        presets: presets to search (empty: all of the workload's); resolution: input side in pixels.
+        presets: presets to search (empty: all of the workload's).
+        resolutions: input sides in pixels (an int, a sequence, or ``"256,512"``).
         precision: ``fp32``, ``bf16-mixed`` or ``16-mixed`` (16-mixed needs a GPU).
         device: ``auto`` (a GPU when the cluster has one), ``gpu`` or ``cpu``.
         memory_budget: bytes (or a size such as ``"4GiB"``) a probe may use: required on CPUs
@@ -91,19 +130,21 @@ class BatchSizeSearch:
         max_batch: never probe above it (None: until memory runs out).
         timeout_s: seconds a probe may run before it is killed.
         cpus_per_probe: CPUs each probe actor reserves (its torch threads on CPU).
-        parallel: presets searched at once (None: one per GPU on GPUs, 1 on CPUs so timings do
-            not compete for cores).
+        parallel: searches at once (None: one per GPU on GPUs, 1 on CPUs so timings do not
+            compete for cores).
         warmup_steps, measure_steps: steps per probe (untimed, timed).
         trainer_options: extra Lightning ``Trainer`` arguments of the jobs the batch is for.
+        options: further workload options of every probed model (e.g. ``{"width": 8}``); such a
+            model is not the named preset, so the CLI does not store its results.
 
     Raises:
-        ConfigError: unknown workload or preset, a resolution the model cannot take, a precision
-            the device cannot run, or a missing CPU budget.
+        ConfigError: unknown workload, preset or option, a resolution the model cannot take, a
+            precision the device cannot run, or a missing CPU budget.
     """
 
     workload: "str | Workload"
     presets: tuple[str, ...]
-    resolution: int
+    resolutions: "int | str | tuple[int, ...]"
     precision: str = "fp32"
     device: Literal["auto", "gpu", "cpu"] = "auto"
     memory_budget: int | str | None = None
@@ -114,6 +155,7 @@ class BatchSizeSearch:
     warmup_steps: int = 1
     measure_steps: int = 3
     trainer_options: dict = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self) -> "Workload":
         from microforge.trainers.workload import Workload, get_workload
@@ -123,16 +165,23 @@ class BatchSizeSearch:
     def preset_names(self) -> tuple[str, ...]:
         return tuple(self.presets) or self.resolve().presets
 
+    def resolution_list(self) -> tuple[int, ...]:
+        return parse_resolutions(self.resolutions)
+
     def check(self) -> "Workload":
-        """Validate everything that does not need Ray; build each preset once (cheap, on CPU).
+        """Validate everything that does not need Ray, before any probe runs.
+
+        The options of every (preset, resolution) are validated; the module is built (on CPU)
+        only for the first, smallest, preset at each resolution, since the largest presets take
+        seconds each to build and the model's own checks (e.g. a side it cannot halve) rarely
+        depend on the preset.
 
         Raises:
             ConfigError: see the class.
         """
         workload = self.resolve()
+        presets, resolutions = self.preset_names(), self.resolution_list()
         normalize_precision(self.precision, allow_auto=False)
-        if self.resolution < 1:
-            raise ConfigError(f"resolution must be >= 1 pixel, got {self.resolution}")
         if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(f"max batch must be >= 1, got {self.max_batch}")
         if self.timeout_s <= 0 or self.cpus_per_probe <= 0 or self.warmup_steps < 0 or self.measure_steps < 1:
@@ -141,8 +190,18 @@ class BatchSizeSearch:
             raise ConfigError(f"device must be auto, gpu or cpu, got '{self.device}'")
         if self.memory_budget is not None:
             parse_memory(self.memory_budget)
-        for preset in self.preset_names():
-            workload.probe_module(preset, self.resolution)  # unknown preset, resolution not divisible...
+        for preset in presets:
+            if preset not in workload.presets:
+                raise ConfigError(f"workload '{workload.name}' has no {workload.preset_option} '{preset}'"
+                                  f"{suggest(preset, workload.presets)}; valid: {', '.join(workload.presets)}")
+        reserved = {workload.preset_option, workload.size_option} & set(self.options)
+        if reserved:
+            raise ConfigError(f"option '{reserved.pop()}' is what the search varies: give presets and resolutions")
+        for resolution in resolutions:
+            for preset in presets:
+                workload.load_options({**self.options, workload.preset_option: preset,
+                                       workload.size_option: resolution})
+            build_probe_module(workload, presets[0], resolution, self.options)
         return workload
 
     def run(self, *, address: str | None = None,
@@ -159,7 +218,7 @@ class BatchSizeSearch:
         from microforge.platform.runtime import ray_runtime
 
         workload = self.check()
-        presets = self.preset_names()
+        presets, resolutions = self.preset_names(), self.resolution_list()
         precision = normalize_precision(self.precision, allow_auto=False)
         budget = parse_memory(self.memory_budget) if self.memory_budget is not None else None
         started = time.perf_counter()
@@ -182,30 +241,36 @@ class BatchSizeSearch:
                 if self.cpus_per_probe > resources.get("CPU", 0):
                     raise ConfigError(f"a probe needs {self.cpus_per_probe} CPUs but the cluster has "
                                       f"{resources.get('CPU', 0):g}")
-            settings = ProbeSettings(workload=workload, resolution=self.resolution, precision=precision,
+            settings = ProbeSettings(workload=workload, resolution=resolutions[0], precision=precision,
                                      use_gpu=use_gpu, memory_budget_bytes=budget,
                                      threads=max(1, int(self.cpus_per_probe)), warmup_steps=self.warmup_steps,
-                                     measure_steps=self.measure_steps, trainer_options=dict(self.trainer_options))
+                                     measure_steps=self.measure_steps, trainer_options=dict(self.trainer_options),
+                                     options=dict(self.options))
+            # The largest searches first, so the last to finish on a GPU cluster are short ones.
+            tasks = [(p, r) for r in sorted(resolutions, reverse=True) for p in reversed(presets)]
             parallel = self.parallel or (max(1, gpus) if use_gpu else 1)
-            log.info("batch-size search for %s at %d px, %s, on %s: presets %s, %d at a time",
-                     workload.name, self.resolution, precision, "GPUs" if use_gpu else f"CPU ({format_bytes(budget)})",
+            log.info("batch-size search for %s at %s px, %s, on %s: %s %s, %d at a time", workload.name,
+                     ", ".join(map(str, resolutions)), precision,
+                     "GPUs" if use_gpu else f"CPU ({format_bytes(budget)})", workload.preset_option,
                      ", ".join(presets), parallel)
-            with ThreadPoolExecutor(max_workers=min(parallel, len(presets))) as pool:
-                futures = {preset: pool.submit(self._search_preset, settings, preset) for preset in presets}
-                outcomes = {preset: future.result() for preset, future in futures.items()}
-        results = {p: r for p, r in outcomes.items() if isinstance(r, BatchSearchResult)}
-        errors = {p: r for p, r in outcomes.items() if isinstance(r, str)}
+            with ThreadPoolExecutor(max_workers=min(parallel, len(tasks))) as pool:
+                futures = {task: pool.submit(self._search, replace(settings, resolution=task[1]), task[0])
+                           for task in tasks}
+                outcomes = {task: future.result() for task, future in futures.items()}
+        order = [(p, r) for r in resolutions for p in presets]
+        results = {t: outcomes[t] for t in order if isinstance(outcomes[t], BatchSearchResult)}
+        errors = {t: outcomes[t] for t in order if isinstance(outcomes[t], str)}
         device, memory = ("cpu", budget)
         if use_gpu:
             first = next((p for r in results.values() for p in r.probes if p.device != "cpu"), None)
             device, memory = (first.device, first.device_memory_bytes) if first else ("gpu", None)
             if budget and memory:
                 memory = min(memory, budget)
-        return BatchSizeReport(workload=workload.name, resolution=self.resolution, precision=precision, device=device,
-                               device_memory_bytes=memory, results=results, errors=errors,
-                               seconds=time.perf_counter() - started)
+        return BatchSizeReport(workload=workload.name, presets=presets, resolutions=resolutions,
+                               precision=precision, device=device, device_memory_bytes=memory, results=results,
+                               errors=errors, seconds=time.perf_counter() - started)
 
-    def _search_preset(self, settings: ProbeSettings, preset: str) -> BatchSearchResult | str:
+    def _search(self, settings: ProbeSettings, preset: str) -> BatchSearchResult | str:
         def probe(batch_size: int) -> ProbeResult:
             return probe_in_fresh_actor(settings, preset, batch_size, timeout_s=self.timeout_s,
                                         cpus=self.cpus_per_probe)
@@ -213,18 +278,25 @@ class BatchSizeSearch:
         try:
             return search_batch_size(probe, max_batch=self.max_batch)
         except BatchSizeError as exc:
-            return f"preset {preset}: {exc}"
+            return f"{preset} at {settings.resolution} px: {exc}"
 
 
 def recommendations_from_report(report: BatchSizeReport) -> list[Recommendation]:
-    """One record per preset a :class:`BatchSizeReport` searched successfully (none without a
-    known device memory)."""
+    """One record per (preset, resolution) a :class:`BatchSizeReport` searched successfully (none
+    without a known device memory). At each resolution the record of :meth:`BatchSizeReport.recommended`
+    is marked ``recommended`` when the search compared two or more presets: a search of one preset
+    says nothing about which preset to train."""
     if report.device_memory_bytes is None:
         return []
-    return [Recommendation(workload=report.workload, preset=preset, resolution=report.resolution,
+    chosen = set()
+    if len(report.presets) > 1:
+        chosen = {(found[0], resolution) for resolution in report.resolutions
+                  if (found := report.recommended(resolution)) is not None}
+    return [Recommendation(workload=report.workload, preset=preset, resolution=resolution,
                            precision=report.precision, device=report.device,
                            device_memory_bytes=int(report.device_memory_bytes), max_batch=result.max_batch,
                            best_batch=result.best_batch, samples_per_s=float(result.best.samples_per_s or 0.0),
                            step_time_s=float(result.best.step_time_s or 0.0),
-                           peak_memory_bytes=result.best.peak_memory_bytes, capped=result.capped)
-            for preset, result in report.results.items()]
+                           peak_memory_bytes=result.best.peak_memory_bytes, capped=result.capped,
+                           recommended=(preset, resolution) in chosen)
+            for (preset, resolution), result in report.results.items()]

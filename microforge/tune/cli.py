@@ -44,14 +44,18 @@ def register(groups: argparse._SubParsersAction) -> None:
     hp.set_defaults(func=_hparams)
 
     bs = commands.add_parser(
-        "batch-size", help="largest and fastest batch per model preset; stored as recommendations",
-        description="For each preset, find the largest batch that runs a full training step (doubling, then "
-                    "bisection) and the batch with the best samples/s, each probe in a fresh Ray actor (one "
-                    "GPU each; on CPUs against --memory-budget). The results become the default batch size "
-                    "of `microforge train` on this device.")
+        "batch-size", help="largest and fastest batch per model preset and resolution; stored as recommendations",
+        description="For each preset (model size) and resolution, find the largest batch that runs a full training "
+                    "step (doubling, then bisection) and the batch with the best samples/s, each probe in a fresh "
+                    "Ray actor (one GPU each, searches in parallel across GPUs; on CPUs against --memory-budget). "
+                    "Per resolution, the preset whose best batch trains the most samples/s is recommended. The "
+                    "results become the default batch size (and, when several presets were compared, the "
+                    "default preset) of `microforge train` on this device.")
     _add_workload_argument(bs, required=True)
-    bs.add_argument("--presets", default=None, help="comma-separated presets (default: all of the workload's)")
-    bs.add_argument("--resolution", type=int, required=True, help="input side in pixels")
+    bs.add_argument("--presets", "--sizes", dest="presets", default=None,
+                    help="comma-separated presets or model sizes (default: all of the workload's)")
+    bs.add_argument("--resolution", "--resolutions", dest="resolution", required=True,
+                    help="input side(s) in pixels, comma-separated (e.g. 256,512)")
     bs.add_argument("--precision", default="fp32", help="fp32, bf16-mixed or 16-mixed (default fp32)")
     bs.add_argument("--memory-budget", default=None,
                     help="memory a probe may use, e.g. 4GiB: required on CPUs (peak RSS), optional on GPUs")
@@ -61,8 +65,12 @@ def register(groups: argparse._SubParsersAction) -> None:
                     help="probe on GPUs or CPUs (default: GPUs when the cluster has them)")
     bs.add_argument("--cpus-per-probe", type=float, default=1.0, help="CPUs per probe actor (default 1)")
     bs.add_argument("--parallel", type=int, default=None,
-                    help="presets searched at once (default: one per GPU; 1 on CPUs)")
+                    help="searches at once (default: one per GPU; 1 on CPUs)")
     bs.add_argument("--steps", type=int, default=3, help="timed training steps per probe (default 3)")
+    bs.add_argument("--warmup-steps", type=int, default=1, help="untimed steps before them (default 1)")
+    bs.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further workload option of the probed models (JSON value), e.g. width=8 for a tiny "
+                         "CPU try; such results describe another model and are not stored")
     bs.add_argument("--no-save", action="store_true", help="do not store the recommendations")
     add_address_argument(bs)
     bs.set_defaults(func=_batch_size)
@@ -127,43 +135,77 @@ def _hparams(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe_options(pairs: list[str]) -> dict:
+    """``["width=8", "augment=color"]`` -> ``{"width": 8, "augment": "color"}`` (JSON, else text)."""
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option '{pair}' is not KEY=VALUE")
+        try:
+            options[key.strip().replace("-", "_")] = json.loads(text)
+        except ValueError:
+            options[key.strip().replace("-", "_")] = text
+    return options
+
+
 def _batch_size(args: argparse.Namespace) -> int:
     from ..platform.recommendations import save_recommendations
     from ..trainers.workload import get_workload
-    from .batch_search import BatchSizeSearch, recommendations_from_report
+    from .batch_search import BatchSizeSearch, parse_resolutions, recommendations_from_report
     from .bisection import BatchSizeError
     from .probe import format_bytes
 
     workload = get_workload(args.workload)
     presets = tuple(p.strip() for p in args.presets.split(",") if p.strip()) if args.presets else workload.presets
-    search = BatchSizeSearch(workload=workload, presets=presets, resolution=args.resolution,
+    options = _probe_options(args.option)
+    search = BatchSizeSearch(workload=workload, presets=presets, resolutions=parse_resolutions(args.resolution),
                              precision=args.precision, device=args.device, memory_budget=args.memory_budget,
                              max_batch=args.max_batch, timeout_s=args.timeout, cpus_per_probe=args.cpus_per_probe,
-                             parallel=args.parallel, measure_steps=args.steps)
+                             parallel=args.parallel, warmup_steps=args.warmup_steps, measure_steps=args.steps,
+                             options=options)
     report = search.run(address=args.address, on_start=lambda url: _print_watch(None, url))
 
     memory = format_bytes(report.device_memory_bytes)
     where = f"CPU, budget {memory}" if report.device == "cpu" else f"{report.device}, {memory}"
-    print(f"\n{report.workload} at {report.resolution} px, {report.precision}, on {where} ({report.seconds:.0f} s)")
-    header = ["preset", "max batch", "peak memory", "best batch", "samples/s", "step ms", "probes"]
+    sides = ", ".join(map(str, report.resolutions))
+    print(f"\n{report.workload} at {sides} px, {report.precision}, on {where} ({report.seconds:.0f} s)")
+    header = ["px", workload.preset_option, "max batch", "peak memory", "best batch", "samples/s", "step ms",
+              "probes"]
     rows = []
-    for preset in presets:
-        result = report.results.get(preset)
-        if result is None:
-            rows.append([preset, "-", "-", "-", "-", "-", "failed"])
-            continue
-        best = result.best
-        rows.append([preset, f"{result.max_batch}{'+' if result.capped else ''}",
-                     format_bytes(result.largest.peak_memory_bytes), str(result.best_batch),
-                     f"{best.samples_per_s:.1f}", f"{best.step_time_s * 1000:.1f}", str(len(result.probes))])
+    for resolution in report.resolutions:
+        chosen = report.recommended(resolution)
+        for preset in report.presets:
+            result = report.results.get((preset, resolution))
+            if result is None:
+                rows.append([str(resolution), preset, "-", "-", "-", "-", "-", "failed"])
+                continue
+            best = result.best
+            mark = " *" if chosen is not None and chosen[0] == preset and len(report.presets) > 1 else ""
+            rows.append([str(resolution), preset + mark, f"{result.max_batch}{'+' if result.capped else ''}",
+                         format_bytes(result.largest.peak_memory_bytes), str(result.best_batch),
+                         f"{best.samples_per_s:.1f}", f"{best.step_time_s * 1000:.1f}", str(len(result.probes))])
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
     for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        print("  ".join(str(c).ljust(w) if i == 1 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     if any(r.capped for r in report.results.values()):
         print("+: reached --max-batch; the limit may be higher")
-    if report.results and not args.no_save:
+    if len(report.presets) > 1:
+        for resolution in report.resolutions:
+            chosen = report.recommended(resolution)
+            print(f"*: recommended at {resolution} px: " + (
+                f"{workload.preset_option} {chosen[0]}, batch {chosen[1].best_batch} "
+                f"({chosen[1].best.samples_per_s:.1f} samples/s)" if chosen else f"none ({workload.preset_option}s "
+                                                                                 "failed to fit)"))
+    if options:
+        print(f"not stored: --option {', '.join(f'{k}={v}' for k, v in options.items())} probes another model "
+              f"than the named {workload.preset_option}s")
+    elif report.results and not args.no_save:
         path = save_recommendations(recommendations_from_report(report))
-        print(f"recommendations: {path} (used by `microforge train` when --batch-size is not given)")
+        flag = f"--{workload.preset_option.replace('_', '-')}"
+        print(f"recommendations: {path} (`microforge train {workload.name}` without --batch-size uses the best batch "
+              f"of its {flag}" + (f"; without either, the recommended {flag} and batch)" if len(report.presets) > 1
+                                  else ")"))
     if report.errors:
-        raise BatchSizeError("; ".join(report.errors[p] for p in presets if p in report.errors))
+        raise BatchSizeError("; ".join(report.errors.values()))
     return 0

@@ -4,7 +4,13 @@ A probe runs ``warmup_steps + measure_steps`` training steps on a random batch f
 ``example_batch(batch_size)``, in a Lightning ``Trainer`` built by the one factory that training
 uses (:func:`microforge.trainers.trainer_factory.build_trainer`): the same precision, the same
 optimisation mode (automatic: forward, loss, backward, gradient clipping, optimizer step; manual:
-the module's own step, never clipped by Lightning) and the job's trainer options. Running out of memory
+the module's own step, never clipped by Lightning) and the job's trainer options.
+
+A step is timed from Lightning's ``on_train_batch_start`` to ``on_train_batch_end``, which enclose
+the whole ``training_step`` (for a manual-optimisation GAN: both forwards and backwards, both
+optimizer steps and the EMA update); on a GPU the device is synchronised at both ends, so queued
+kernels count in the step that launched them. Warm-up steps are run and thrown away, and a probe
+in which fewer steps ran than asked is an error rather than a timing of the warm-up. Running out of memory
 is an outcome, not a crash: a ``torch.cuda.OutOfMemoryError`` (or the CPU allocator's failure) is
 caught, references are dropped and the CUDA cache is emptied, and the probe reports ``"oom"``.
 
@@ -28,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 __all__ = ["PROBE_STATUSES", "ProbeResult", "apply_memory_budget", "format_bytes", "is_out_of_memory",
-           "measure_training_step", "peak_rss_bytes"]
+           "measure_training_step", "peak_rss_bytes", "step_timer"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ class ProbeResult:
         peak_memory_bytes: peak device memory (GPU) or peak RSS (CPU); None if unknown.
         message: why a probe did not fit.
         device: ``"cpu"`` or the GPU's name; device_memory_bytes: the GPU's total memory (CPU: None).
+        measured_steps: steps the step time is the median of (warm-up excluded).
     """
 
     batch_size: int
@@ -56,6 +63,7 @@ class ProbeResult:
     message: str = ""
     device: str = "cpu"
     device_memory_bytes: int | None = None
+    measured_steps: int = 0
 
     @property
     def fits(self) -> bool:
@@ -103,26 +111,33 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _step_timer(cuda: bool):
+def step_timer(cuda: bool):
+    """A Lightning callback that records ``(batch_idx, start, end)`` of every training step
+    (``perf_counter`` seconds) in ``.intervals``; with ``cuda`` the device is synchronised before
+    each time stamp, so asynchronous kernels are not left out of (or spill into) a step."""
     from microforge.trainers.lightning_import import pl
     import torch
 
     class StepTimer(pl.Callback):
-        """Wall time of each training step; CUDA is synchronised so a step's kernels count in it."""
-
         def __init__(self) -> None:
-            self.times: list[float] = []
-            self._start = 0.0
+            self.intervals: list[tuple[int, float, float]] = []
+            self._start: float | None = None
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             if cuda:
-                torch.cuda.synchronize()
+                torch.cuda.synchronize()  # the previous step's kernels are not this step's
             self._start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if cuda:
-                torch.cuda.synchronize()
-            self.times.append(time.perf_counter() - self._start)
+                torch.cuda.synchronize()  # the optimizer steps and EMA may still be queued
+            if self._start is not None:
+                self.intervals.append((batch_idx, self._start, time.perf_counter()))
+            self._start = None
+
+        @property
+        def times(self) -> list[float]:
+            return [end - start for _, start, end in self.intervals]
 
     return StepTimer()
 
@@ -139,6 +154,7 @@ def measure_training_step(
     optimization: Literal["automatic", "manual"] = "automatic",
     gradient_clip_val: float | None = 1.0,
     trainer_options: dict[str, Any] | None = None,
+    timer: Any = None,
 ) -> ProbeResult:
     """Train ``module`` for a few steps at ``batch_size`` and report time and peak memory.
 
@@ -151,6 +167,7 @@ def measure_training_step(
         memory_budget_bytes: a peak above it makes the result ``oom``.
         optimization, gradient_clip_val, trainer_options: as the workload's training job (clipping
             applies under automatic optimisation only).
+        timer: a :func:`step_timer` to record into (so a caller can inspect every step's interval).
 
     Returns:
         A :class:`ProbeResult`; out-of-memory and other exceptions are reported, not raised.
@@ -166,7 +183,7 @@ def measure_training_step(
         device = torch.cuda.get_device_name()
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         torch.cuda.reset_peak_memory_stats()
-    timer = _step_timer(cuda)
+    timer = timer if timer is not None else step_timer(cuda)
     status, message = "ok", ""
     batch = loader = trainer = None
     steps = warmup_steps + measure_steps
@@ -194,13 +211,13 @@ def measure_training_step(
     peak = torch.cuda.max_memory_reserved() if cuda else peak_rss_bytes()
     if cuda:
         torch.cuda.empty_cache()
-    step_time = None
+    step_time, measured = None, timer.times[warmup_steps:]
     if status == "ok":
-        measured = timer.times[warmup_steps:] or timer.times
-        if not measured:
-            status, message = "error", "no training step ran"
+        if len(timer.times) < steps:  # e.g. a job's max_steps cut the run short: never time a warm-up step
+            status, message = "error", f"only {len(timer.times)} of {steps} training steps ran"
         else:
             step_time = statistics.median(measured)
     result = ProbeResult(batch_size=batch_size, status=status, step_time_s=step_time, peak_memory_bytes=peak,
-                         message=message, device=device, device_memory_bytes=total)
+                         message=message, device=device, device_memory_bytes=total,
+                         measured_steps=len(measured) if step_time is not None else 0)
     return apply_memory_budget(result, memory_budget_bytes)

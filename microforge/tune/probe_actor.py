@@ -11,14 +11,16 @@ import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from microforge.platform.errors import MicroforgeError
+from microforge.platform.config import suggest
+from microforge.platform.errors import ConfigError, MicroforgeError
 
 from .probe import ProbeResult
 
 if TYPE_CHECKING:
     from microforge.trainers.workload import Workload
 
-__all__ = ["ProbeSettings", "SCHEDULE_TIMEOUT_S", "WORKLOAD_CLIP", "probe_in_fresh_actor", "run_probe"]
+__all__ = ["ProbeSettings", "SCHEDULE_TIMEOUT_S", "WORKLOAD_CLIP", "build_probe_module", "probe_in_fresh_actor",
+           "run_probe"]
 
 # Seconds a probe actor may wait for its GPU/CPUs before the search gives up.
 SCHEDULE_TIMEOUT_S = 900.0
@@ -36,6 +38,7 @@ class ProbeSettings:
         precision: a Lightning precision name.
         gradient_clip_val: clipping of the probed step (:data:`WORKLOAD_CLIP`: the workload's);
             automatic optimisation only. trainer_options: the job's extra Lightning ``Trainer`` arguments.
+        options: further workload options of the probed model (e.g. a small width for CPU tests).
     """
 
     workload: "Workload"
@@ -48,9 +51,30 @@ class ProbeSettings:
     measure_steps: int
     gradient_clip_val: float | None | str = WORKLOAD_CLIP
     trainer_options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def clip(self) -> float | None:
         return self.workload.gradient_clip_val if self.gradient_clip_val == WORKLOAD_CLIP else self.gradient_clip_val
+
+
+def build_probe_module(workload: "Workload", preset: str, resolution: int, options: dict[str, Any] | None = None):
+    """The module a probe trains: the workload's probe module, or, with ``options``, the module of
+    the options ``{**options, preset_option: preset, size_option: resolution}``.
+
+    Raises:
+        ConfigError: an unknown preset or option, a resolution the model cannot take, or options
+            for a workload whose probe function builds its module itself.
+    """
+    if not options:
+        return workload.probe_module(preset, resolution)
+    if workload.probe is not None:
+        raise ConfigError(f"workload '{workload.name}' builds its probe module itself ({workload.probe}); "
+                          "it takes no further options")
+    if preset not in workload.presets:
+        raise ConfigError(f"workload '{workload.name}' has no preset '{preset}'{suggest(preset, workload.presets)}; "
+                          f"valid: {', '.join(workload.presets)}")
+    values = {**options, workload.preset_option: preset, workload.size_option: resolution}
+    return workload.job(values, epochs=1, runs_dir=".").build_module()
 
 
 def run_probe(settings: ProbeSettings, preset: str, batch_size: int) -> ProbeResult:
@@ -64,7 +88,7 @@ def run_probe(settings: ProbeSettings, preset: str, batch_size: int) -> ProbeRes
         # A GPU budget below the card's memory: the caching allocator raises OOM above it.
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, settings.memory_budget_bytes / total))
-    module = settings.workload.probe_module(preset, settings.resolution)
+    module = build_probe_module(settings.workload, preset, settings.resolution, settings.options)
     return measure_training_step(module, batch_size, precision=settings.precision,
                                  accelerator="gpu" if settings.use_gpu else "cpu",
                                  warmup_steps=settings.warmup_steps, measure_steps=settings.measure_steps,

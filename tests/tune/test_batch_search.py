@@ -190,8 +190,8 @@ def test_real_cpu_probes_in_actors_against_a_memory_budget(ray_local, state_home
             record.precision) == ("cpu", budget, "delineation", "tiny", 128, "32-true")
     assert 1 <= record.best_batch <= record.max_batch < 32
     assert record.peak_memory_bytes <= budget and record.samples_per_s > 0
-    row = next(line.split() for line in out.splitlines() if line.startswith("tiny"))
-    assert row[1] == str(record.max_batch) and row[4] == str(record.best_batch)
+    row = next(line.split() for line in out.splitlines() if line.split()[:2] == ["128", "tiny"])
+    assert row[2] == str(record.max_batch) and row[5] == str(record.best_batch)
     assert int(row[-1]) == analytic_probe_count(record.max_batch)
 
 
@@ -206,7 +206,7 @@ def test_bad_batch_search_input_exits_2(ray_local, state_home, capsys):
         (["--resolution", "32", "--precision", "fp8", "--memory-budget", "4GiB"], "unknown precision 'fp8'"),
         (["--resolution", "32", "--memory-budget", "4 bananas"], "not a size like 4GiB"),
         (["--resolution", "32", "--memory-budget", "64MiB", "--timeout", "120"],
-         "preset tiny: batch size 1 runs out of memory: peak memory"),
+         "tiny at 32 px: batch size 1 runs out of memory: peak memory"),
     ]
     for extra, message in cases:
         assert main([*base, *extra]) == 2, extra
@@ -222,9 +222,9 @@ def test_gpu_search_keys_recommendations_by_the_card_and_survives_cuda_oom(ray_l
 
     if not torch.cuda.is_available() or not ray_local.cluster_resources().get("GPU"):
         pytest.skip("needs a CUDA GPU in the Ray cluster")
-    report = BatchSizeSearch(workload="delineation", presets=("tiny",), resolution=256, precision="bf16-mixed",
+    report = BatchSizeSearch(workload="delineation", presets=("tiny",), resolutions=256, precision="bf16-mixed",
                              device="gpu", memory_budget="1GiB", timeout_s=120).run()
-    result = report.results["tiny"]
+    result = report.results["tiny", 256]
     assert report.device == torch.cuda.get_device_name(0) and report.device_memory_bytes == 2**30
     assert result.max_batch >= 1 and not result.capped
     oom = [p for p in result.probes if p.status == "oom"]

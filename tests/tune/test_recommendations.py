@@ -65,12 +65,13 @@ def test_lookup_matches_every_key_field(state_home):
 def test_records_from_a_search_report():
     probes = (ProbeResult(1, "ok", 0.01, 100), ProbeResult(2, "ok", 0.015, 150), ProbeResult(4, "oom"),
               ProbeResult(3, "oom"))
-    report = BatchSizeReport(workload="delineation", resolution=256, precision="bf16-mixed", device="NVIDIA A100-SXM4-40GB",
-                             device_memory_bytes=42_298_834_944,
-                             results={"small": BatchSearchResult(max_batch=2, best_batch=2, probes=probes)})
+    report = BatchSizeReport(workload="delineation", presets=("small",), resolutions=(256,), precision="bf16-mixed",
+                             device="NVIDIA A100-SXM4-40GB", device_memory_bytes=42_298_834_944,
+                             results={("small", 256): BatchSearchResult(max_batch=2, best_batch=2, probes=probes)})
     [rec] = recommendations_from_report(report)
-    assert (rec.workload, rec.preset, rec.max_batch, rec.best_batch, rec.peak_memory_bytes) == (
-        "delineation", "small", 2, 2, 150)
+    assert (rec.workload, rec.preset, rec.resolution, rec.max_batch, rec.best_batch, rec.peak_memory_bytes) == (
+        "delineation", "small", 256, 2, 2, 150)
+    assert not rec.recommended  # one preset searched: no preset to recommend
     assert rec.samples_per_s == pytest.approx(2 / 0.015) and rec.device_memory_bytes == 42_298_834_944
 
 
@@ -81,6 +82,36 @@ def test_records_written_before_workloads_still_load(state_home):
     path.write_text(json.dumps(data))
     [old] = load_recommendations()
     assert old == record(measured=old.measured)
+
+
+def test_records_stored_under_an_alias_are_read_as_the_workload_it_names(state_home):
+    """``unet`` was the delineation workload's name: its records apply, and a new search replaces them."""
+    path = save_recommendations([record(best_batch=6)])
+    data = json.loads(path.read_text())
+    data["recommendations"][0]["workload"] = "unet"
+    path.write_text(json.dumps(data))
+    [old] = load_recommendations()
+    assert old.workload == "delineation"
+    assert find_recommendation("delineation", "tiny", 32, "32-true", device="cpu",
+                               device_memory_bytes=8 * GiB).best_batch == 6
+    save_recommendations([record(best_batch=9)])
+    [new] = load_recommendations()
+    assert (new.workload, new.best_batch) == ("delineation", 9)
+
+
+def test_a_new_comparison_moves_the_preset_mark_and_a_lone_remeasure_keeps_it(state_home):
+    lookup = dict(device="cpu", device_memory_bytes=8 * GiB)
+    save_recommendations([record(preset="tiny", recommended=True), record(preset="small"),
+                          record(preset="tiny", resolution=64, recommended=True)])
+    assert find_recommendation("delineation", None, 32, "32-true", **lookup).preset == "tiny"
+    save_recommendations([record(preset="tiny"), record(preset="small", best_batch=3, recommended=True)])
+    found = find_recommendation("delineation", None, 32, "32-true", **lookup)
+    assert (found.preset, found.best_batch) == ("small", 3)
+    save_recommendations([record(preset="small", best_batch=2)])  # one preset re-measured: still the choice
+    found = find_recommendation("delineation", None, 32, "32-true", **lookup)
+    assert (found.preset, found.best_batch) == ("small", 2)
+    assert [r.preset for r in load_recommendations() if r.recommended and r.resolution == 32] == ["small"]
+    assert find_recommendation("delineation", None, 64, "32-true", **lookup).preset == "tiny"  # another key
 
 
 def test_platform_recommendations_know_nothing_of_tune():
