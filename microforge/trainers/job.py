@@ -99,6 +99,9 @@ class TrainingJob:
         checkpoints_to_keep: best checkpoints kept (the latest is always kept as well).
         seed: seed of the module's initial weights (data randomness lives in ``data``).
         trainer_options: extra Lightning ``Trainer`` arguments (e.g. ``limit_train_batches``).
+        data_workers: render/read tasks at a time per training worker for the per-epoch splits
+            (``--data-workers``); None: every CPU the training workers leave, shared between them
+            (see :func:`microforge.trainers.feed.default_data_workers`). It never changes the data.
     """
 
     module: str
@@ -122,6 +125,7 @@ class TrainingJob:
     seed: int = 0
     trainer_options: dict[str, Any] = field(default_factory=dict)
     max_steps: int | None = None
+    data_workers: int | None = None
 
     def check(self) -> None:
         """Validate the fields that do not need Ray.
@@ -136,6 +140,9 @@ class TrainingJob:
         if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
                                            or self.max_steps < 1):
             raise ConfigError(f"TrainingJob.max_steps must be an integer >= 1 or None, got {self.max_steps!r}")
+        if self.data_workers is not None and (isinstance(self.data_workers, bool) or not isinstance(
+                self.data_workers, int) or self.data_workers < 1):
+            raise ConfigError(f"TrainingJob.data_workers must be an integer >= 1 or None, got {self.data_workers!r}")
         normalize_precision(self.precision)
         if self.monitor_mode not in ("min", "max"):
             raise ConfigError(f"TrainingJob.monitor_mode must be 'min' or 'max', got '{self.monitor_mode}'")
@@ -148,10 +155,10 @@ class TrainingJob:
             if self.gradient_clip_val <= 0:
                 raise ConfigError(f"TrainingJob.gradient_clip_val must be > 0 or None, got {self.gradient_clip_val}")
         rows = self.data.rows_per_worker("train", self.scaling.num_workers)
-        if rows is not None and rows < 1:
+        if rows is not None and rows < self.batch_size:
             raise ConfigError(
-                f"the training split has fewer samples than the {self.scaling.num_workers} workers: "
-                "raise the number of training samples or lower the number of workers"
+                f"the training split gives each of the {self.scaling.num_workers} worker(s) {rows} samples, fewer "
+                f"than one batch of {self.batch_size}: add training samples, or lower the batch size or workers"
             )
         for name in ("module_config", "trainer_options", "options"):  # stored in run.json and the artifact
             try:
@@ -184,6 +191,7 @@ class TrainingJob:
             "seed": self.seed,
             "trainer_options": self.trainer_options,
             "max_steps": self.max_steps,
+            "data_workers": self.data_workers,
         }
         return json.loads(json.dumps(record))  # tuples -> lists: compares equal to a stored record
 
@@ -211,6 +219,7 @@ class TrainingJob:
             early_stopping=EarlyStopping(**record["early_stopping"]) if record["early_stopping"] else None,
             checkpoints_to_keep=record["checkpoints_to_keep"], seed=record["seed"],
             trainer_options=record["trainer_options"], max_steps=record.get("max_steps"),
+            data_workers=record.get("data_workers"),
         )
 
 

@@ -40,13 +40,18 @@ ARTIFACT_DIR = "model"
 
 
 def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None, callbacks: Sequence[Any] = (),
-           artifact_dir: str | Path | None = None, workload: Workload | None = None) -> TrainingResult:
+           artifact_dir: str | Path | None = None, workload: Workload | None = None,
+           start_from: Any = None) -> TrainingResult:
     """Train ``job`` on Ray and export its best checkpoint.
 
     Args:
         job: what to train; ``job.name`` names the run (required with ``resume``).
         resume: continue the run ``job.name`` from its latest checkpoint.
         address: Ray cluster address; None uses the running Ray or starts an embedded one.
+        start_from: the directory of a checkpoint of this workload (e.g. another Tune trial's,
+            which population-based training clones) that a new run starts from: weights,
+            optimizer state and step count; the job's own options (e.g. mutated learning rates)
+            apply. It must be readable by every worker (shared storage on a cluster).
         callbacks: Ray Train ``UserCallback``s of the run (e.g. Tune's report callback when a
             Tune trial drives the run).
         artifact_dir: where to export the artifact (default ``<run dir>/model``).
@@ -82,7 +87,8 @@ def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None
     started = time.perf_counter()
     try:
         with ray_runtime(address):
-            result = _fit(job, run_dir, record, callbacks, Path(artifact_dir) if artifact_dir else None, workload)
+            result = _fit(job, run_dir, record, callbacks, Path(artifact_dir) if artifact_dir else None, workload,
+                          start_from)
     except BaseException:
         if run_dir.is_dir():  # say so in run.json; its checkpoints stay resumable
             record.update(status="failed", updated=utc_now())
@@ -97,7 +103,7 @@ def launch(job: TrainingJob, *, resume: bool = False, address: str | None = None
 
 
 def _fit(job: TrainingJob, run_dir: Path, record: dict[str, Any], callbacks: Sequence[Any],
-         artifact_dir: Path | None, workload: Workload | None) -> TrainingResult:
+         artifact_dir: Path | None, workload: Workload | None, start_from: Any = None) -> TrainingResult:
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -115,7 +121,7 @@ def _fit(job: TrainingJob, run_dir: Path, record: dict[str, Any], callbacks: Seq
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"job": job, "run_dir": str(run_dir), "static_splits": list(datasets),
-                           "torch_threads": max(1, int(cpus))},
+                           "torch_threads": max(1, int(cpus)), "start_from": str(start_from) if start_from else None},
         scaling_config=ScalingConfig(num_workers=job.scaling.num_workers, use_gpu=job.scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(

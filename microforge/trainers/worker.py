@@ -16,7 +16,8 @@ from microforge.platform.errors import ConfigError
 from microforge.platform.imports import import_object
 
 from .data import EpochBatches, EpochContext
-from .job import TrainingJob
+from .feed import EpochFeed, default_data_workers
+from .job import TrainingJob, plan_worker_cpus
 
 __all__ = ["CHECKPOINT_FILE", "PROGRESS_FILE", "train_worker"]
 
@@ -113,18 +114,39 @@ def _make_epoch_log_callback(total_epochs: int):
     return EpochLog()
 
 
+def _data_workers(job: TrainingJob, world: int) -> int:
+    """``job.data_workers``, or every CPU the training workers leave, shared between them."""
+    import ray
+
+    if job.data_workers is not None:
+        return job.data_workers
+    cluster = ray.cluster_resources().get("CPU", 1.0)
+    return default_data_workers(cluster, world * plan_worker_cpus(job.scaling, cluster), world)
+
+
 def _loaders(job: TrainingJob, static_splits: list[str], current_epoch: Callable[[], int], rank: int,
-             world: int) -> dict[str, EpochBatches]:
+             world: int, device: Any = None) -> tuple[dict[str, EpochBatches], list[EpochFeed]]:
+    """The loaders Lightning reads, and the feeds of the per-epoch splits (to close after fit).
+
+    A per-epoch split is read through an :class:`EpochFeed`: the next epoch's dataset starts while
+    this epoch trains, at most ``data_workers`` render tasks at a time, batches delivered on
+    ``device`` (pinned and copied ahead on CUDA). Static splits stream from their shard.
+    """
     import ray.train
 
-    loaders = {}
+    loaders, feeds = {}, []
     epoch_splits = job.data.epoch_splits()
+    data_workers = _data_workers(job, world) if epoch_splits else None
     for split in ("train", "val"):
         if split in epoch_splits:
-            def open_epoch(split: str = split):
-                ctx = EpochContext(current_epoch(), job.epochs, rank, world)
-                return job.data.epoch_dataset(split, ctx).iter_torch_batches(
-                    batch_size=job.batch_size, prefetch_batches=2)
+            def open_dataset(epoch: int, split: str = split):
+                return job.data.epoch_dataset(split, EpochContext(epoch, job.epochs, rank, world, data_workers))
+
+            feed = EpochFeed(open_dataset, job.epochs, job.batch_size, device=device)
+            feeds.append(feed)
+
+            def open_epoch(feed: EpochFeed = feed):
+                return feed.epoch(current_epoch())
         elif split in static_splits:
             shard = ray.train.get_dataset_shard(split)
 
@@ -136,7 +158,9 @@ def _loaders(job: TrainingJob, static_splits: list[str], current_epoch: Callable
         loaders[split] = EpochBatches(open_epoch, None if rows is None else math.ceil(rows / job.batch_size))
     if "train" not in loaders:
         raise ConfigError("the training data has no 'train' split")
-    return loaders
+    if feeds:
+        log.info("rank %d: per-epoch data with %d data worker(s), next epoch prefetched", rank, data_workers)
+    return loaders, feeds
 
 
 def _validation_cadence(job: TrainingJob, loaders: dict[str, EpochBatches]) -> dict[str, Any]:
@@ -153,6 +177,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+    from ray.train.torch import get_device
 
     from .trainer_factory import build_trainer
 
@@ -165,7 +190,8 @@ def train_worker(config: dict[str, Any]) -> None:
     pl.seed_everything(job.seed, verbose=False)
     module = import_object(job.module, "training module")(**job.module_config)
     trainer: pl.Trainer | None = None  # the loaders read its epoch counter once fit() runs
-    loaders = _loaders(job, config["static_splits"], lambda: trainer.current_epoch, rank, world)
+    device = get_device() if job.scaling.use_gpu else None
+    loaders, feeds = _loaders(job, config["static_splits"], lambda: trainer.current_epoch, rank, world, device)
     batches = loaders["train"].batches
     callbacks = [_make_report_callback(job, "val" in loaders), _make_epoch_log_callback(job.epochs),
                  pl.callbacks.LearningRateMonitor(logging_interval="epoch")]
@@ -189,8 +215,14 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer = prepare_trainer(trainer)
     fit = {"train_dataloaders": loaders["train"], "val_dataloaders": loaders.get("val")}
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        trainer.fit(module, **fit)
-        return
-    with checkpoint.as_directory() as directory:
-        trainer.fit(module, ckpt_path=str(Path(directory) / CHECKPOINT_FILE), **fit)
+    if checkpoint is None and config.get("start_from"):  # a new run from another run's checkpoint
+        checkpoint = ray.train.Checkpoint.from_directory(config["start_from"])
+    try:
+        if checkpoint is None:
+            trainer.fit(module, **fit)
+            return
+        with checkpoint.as_directory() as directory:
+            trainer.fit(module, ckpt_path=str(Path(directory) / CHECKPOINT_FILE), **fit)
+    finally:
+        for feed in feeds:
+            feed.close()

@@ -26,7 +26,11 @@ def register(groups: argparse._SubParsersAction) -> None:
     hp.add_argument("--space", default=None, help="search space YAML (default: the workload's default space)")
     hp.add_argument("--samples", type=int, default=8, help="configurations sampled (default %(default)s)")
     hp.add_argument("--max-epochs", type=int, default=10, help="epochs of a trial never stopped (default %(default)s)")
-    hp.add_argument("--scheduler", choices=("asha", "none"), default="asha", help="trial scheduler (default asha)")
+    hp.add_argument("--scheduler", choices=("asha", "pbt", "none"), default="asha",
+                    help="trial scheduler: asha (stop weak trials), pbt (population-based training: weak trials "
+                         "continue from strong ones with perturbed values), none (default asha)")
+    hp.add_argument("--perturbation-interval", type=int, default=2,
+                    help="PBT: reports between perturbations (default %(default)s)")
     hp.add_argument("--grace-period", type=int, default=1,
                     help="ASHA: reports (one per the workload's cadence of epochs or steps) before a trial can "
                          "be stopped (default %(default)s)")
@@ -112,7 +116,8 @@ def _hparams(args: argparse.Namespace) -> int:
         search = HparamSearch(workload=args.workload, space=args.space, samples=args.samples, max_epochs=args.max_epochs,
                               scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
                               cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
-                              grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed)
+                              grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed,
+                              perturbation_interval=args.perturbation_interval)
         result = run_hparam_search(search, args.out, name=args.name, address=args.address, on_start=_print_watch)
 
     keys = sorted({k for t in result.trials for k in t.config})

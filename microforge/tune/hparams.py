@@ -57,7 +57,7 @@ SEARCH_FILE = "search.json"
 RESULTS_FILE = "results.parquet"
 BEST_MODEL_DIR = "best_model"
 SEARCH_FORMAT = 1
-SCHEDULERS = ("asha", "none")
+SCHEDULERS = ("asha", "pbt", "none")
 # ASHA's max_t when a trial's number of reports is unknown (step cadence, data of unknown length).
 UNKNOWN_REPORTS_BOUND = 10**6
 
@@ -80,13 +80,18 @@ class HparamSearch:
         samples: samples drawn from the space (each grid point is sampled ``samples`` times).
         max_epochs: epochs of a trial that is never stopped early.
         scheduler: ``asha`` (stop trials behind their peers at reports ``grace_period *
-            reduction_factor**k``) or ``none`` (every trial runs ``max_epochs``).
+            reduction_factor**k``), ``pbt`` (population-based training: every
+            ``perturbation_interval`` reports a trial in the bottom quarter continues from a top
+            trial's checkpoint with the space's values perturbed or resampled, as Ray's PBT DCGAN
+            example does; every report carries a checkpoint, so the checkpoint interval equals the
+            perturbation interval) or ``none`` (every trial runs ``max_epochs``).
         grace_period: ASHA: reports before a trial can be stopped (a report per the workload's
             cadence: every N epochs or steps). reduction_factor: ASHA: keep 1/factor per rung.
         gpus_per_trial: GPUs of each trial's training worker (0: CPU training).
         cpus_per_trial: CPUs of each trial's training worker (None: planned from the cluster).
         max_concurrent: trials at once (None: as many as the cluster holds).
         seed: seed of the random sampling of the space.
+        perturbation_interval: PBT: reports between perturbations.
     """
 
     workload: "str | Workload"
@@ -100,6 +105,7 @@ class HparamSearch:
     grace_period: int = 1
     reduction_factor: int = 2
     seed: int = 0
+    perturbation_interval: int = 2
 
     def resolve(self) -> "Workload":
         from microforge.trainers.workload import Workload, get_workload
@@ -120,7 +126,7 @@ class HparamSearch:
         if source is None:
             raise ConfigError(f"workload '{workload.name}' has no default search space: pass --space SPACE.yaml")
         space = load_search_space(source, hyperparameters(workload))
-        for name in ("samples", "max_epochs", "grace_period", "reduction_factor"):
+        for name in ("samples", "max_epochs", "grace_period", "reduction_factor", "perturbation_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name.replace('_', ' ')} must be an integer >= 1, got {value!r}")
@@ -128,6 +134,9 @@ class HparamSearch:
             raise ConfigError(f"reduction factor must be >= 2, got {self.reduction_factor}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler '{self.scheduler}'; valid: {', '.join(SCHEDULERS)}")
+        if self.scheduler == "pbt" and all(d.kind == "grid" for d in space.params.values()):
+            raise ConfigError("pbt perturbs the space's sampled values: give at least one distribution "
+                              "(e.g. lr: {loguniform: [1e-5, 1e-3]}) that is not a grid")
         if self.gpus_per_trial < 0 or (self.cpus_per_trial is not None and self.cpus_per_trial <= 0):
             raise ConfigError("GPUs per trial must be >= 0 and CPUs per trial > 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -230,7 +239,6 @@ def _tune(search: HparamSearch, workload: "Workload", space: SearchSpace, steps_
           ) -> HparamResult:
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from microforge.platform.runtime import ray_runtime, release_orphaned_placement_groups
@@ -240,7 +248,8 @@ def _tune(search: HparamSearch, workload: "Workload", space: SearchSpace, steps_
         resources = ray.cluster_resources()
         cpus, concurrent = plan_trial_resources(search, resources.get("CPU", 0.0), resources.get("GPU", 0.0))
         settings = TrialSettings(workload=workload, experiment_dir=str(experiment_dir), max_epochs=search.max_epochs,
-                                 gpus_per_worker=search.gpus_per_trial, cpus_per_worker=cpus)
+                                 gpus_per_worker=search.gpus_per_trial, cpus_per_worker=cpus,
+                                 tune_checkpoints=search.scheduler == "pbt")
         trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                         {"CPU": TRIAL_DRIVER_CPUS})
         url = dashboard_url()
@@ -261,9 +270,7 @@ def _tune(search: HparamSearch, workload: "Workload", space: SearchSpace, steps_
             # trial that reaches max_t, which would kill a trial at its last report, before its
             # run exports the model.
             reports = max_reports(workload, search.max_epochs, steps_per_epoch) or UNKNOWN_REPORTS_BOUND
-            scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=reports + 1,
-                                       grace_period=search.grace_period, reduction_factor=search.reduction_factor)
-                         if search.scheduler == "asha" else FIFOScheduler())
+            scheduler = _scheduler(search, space, reports)
             tuner = tune.Tuner(
                 trainable,
                 param_space=space.param_space(),
@@ -285,6 +292,21 @@ def _tune(search: HparamSearch, workload: "Workload", space: SearchSpace, steps_
     return HparamResult(experiment_dir=experiment_dir, metric=workload.metric, mode=workload.mode, trials=trials,
                         best=best, best_model=best_model, results_path=results_path,
                         seconds=time.perf_counter() - started, dashboard_url=url)
+
+
+def _scheduler(search: HparamSearch, space: SearchSpace, reports: int) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    if search.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=reports + 1, grace_period=search.grace_period,
+                             reduction_factor=search.reduction_factor)
+    if search.scheduler == "pbt":
+        mutations = {name: dist.to_tune() for name, dist in space.params.items() if dist.kind != "grid"}
+        return PopulationBasedTraining(time_attr="training_iteration",
+                                       perturbation_interval=search.perturbation_interval,
+                                       hyperparam_mutations=mutations, quantile_fraction=0.25,
+                                       resample_probability=0.25)
+    return FIFOScheduler()
 
 
 def _trial_dirname(trial) -> str:

@@ -7,14 +7,21 @@ scheduler stops trials). Each trial runs :func:`~microforge.trainers.launcher.la
 V2: a trial drives its own TorchTrainer), and Tune's report callback forwards every report of the
 run to Tune, so Tune's ``training_iteration`` counts the run's reports (one per the workload's
 cadence of epochs or steps): the clock of the ASHA scheduler.
+
+Population-based training also needs each report's checkpoint in Tune (it clones a strong
+trial's latest checkpoint into a weak one): then the trial drives its run in a thread and
+reports every Train report with its checkpoint itself, and a trial that Tune restarts begins a
+fresh run from the checkpoint Tune hands it, under its (mutated) configuration.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +120,7 @@ class TrialSettings:
     max_epochs: int
     gpus_per_worker: float
     cpus_per_worker: float
+    tune_checkpoints: bool = False
 
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
@@ -128,6 +136,9 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     job = build_trial_job(settings.workload, config, epochs=settings.max_epochs, runs_dir=runs_dir, name=TRIAL_RUN,
                           gpus_per_worker=settings.gpus_per_worker, cpus_per_worker=settings.cpus_per_worker)
     run_dir = runs_dir / TRIAL_RUN
+    if settings.tune_checkpoints:
+        _run_reporting_checkpoints(job, run_dir, settings)
+        return
     resume = False
     if run_dir.exists():
         latest = latest_checkpoint(run_dir)
@@ -142,6 +153,61 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             resume = True
             log.info("trial %s continues its run after epoch %d", trial_id, int(latest[1]["epoch"]) + 1)
     launch(job, resume=resume, callbacks=[TuneReportCallback()], workload=settings.workload)
+
+
+def _forward_reports_callback(reports: Any):
+    """A Ray Train callback that puts each report's metrics and checkpoint path on ``reports``."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class ForwardReports(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            reports.put((dict(metrics[0]), checkpoint.path if checkpoint else None))
+
+    return ForwardReports()
+
+
+def _run_reporting_checkpoints(job: "TrainingJob", run_dir: Path, settings: TrialSettings) -> None:
+    """Run the trial's job in a thread and report each of its reports to Tune with the checkpoint.
+
+    A restarted trial (population-based training exploiting another trial, or a resumed
+    experiment) starts a fresh run from Tune's checkpoint: its weights, optimizer state and
+    step count, with this trial's configuration.
+    """
+    from ray import tune
+    from ray.train import Checkpoint
+    from ray.util.queue import Queue
+
+    from microforge.trainers.launcher import launch
+
+    start = tune.get_checkpoint()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    reports = Queue(actor_options={"num_cpus": 0})
+    failure: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            launch(job, callbacks=[_forward_reports_callback(reports)], workload=settings.workload,
+                   start_from=start.path if start is not None else None)
+        except BaseException as exc:  # re-raised in the trial's thread
+            failure.append(exc)
+        finally:
+            reports.put(None)
+
+    thread = threading.Thread(target=train, name="trial-run", daemon=True)
+    thread.start()
+    while True:
+        try:
+            item = reports.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if item is None:
+            break
+        metrics, path = item
+        tune.report(metrics, checkpoint=Checkpoint.from_directory(path) if path else None)
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def plan_trial_resources(search: Any, cluster_cpus: float, cluster_gpus: float) -> tuple[float, int]:

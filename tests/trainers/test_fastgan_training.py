@@ -42,6 +42,16 @@ def test_options_and_bad_input(capsys):
     assert "invalid choice: '300'; valid: 256, 512, 1024" in capsys.readouterr().err
     assert main(["train", "fastgan", "--synth", "cars:dense_", "--out", "/nonexistent"]) == 2
     assert "did you mean 'dense'" in capsys.readouterr().err
+    for args, message in [(["--channels", "3"], "3-channel FastGAN cannot train on the 1-channel images"),
+                          (["--train-samples", "4", "--batch-size", "8"], "fewer than one batch of 8"),
+                          (["--size", "hugee"], "invalid choice: 'hugee'"),
+                          (["--preset", "improve"], "invalid choice: 'improve'")]:
+        try:
+            code = main(["train", "fastgan", "--out", "/nonexistent/runs", *args])
+        except SystemExit as exc:  # argparse refuses choices itself
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) <= 2, (args, err)
 
 
 def test_two_worker_run_exports_three_components_that_generate(ray_local, tmp_path):

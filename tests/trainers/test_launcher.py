@@ -159,8 +159,10 @@ def test_job_checks_name_the_field(tmp_path):
         small_job(tmp_path, precision="fp8").check()
     with pytest.raises(ConfigError, match="automatic optimisation only"):
         small_job(tmp_path, optimization="manual").check()
-    with pytest.raises(ConfigError, match="fewer samples than the 16 workers"):
+    with pytest.raises(ConfigError, match="each of the 16 worker"):
         small_job(tmp_path, scaling=Scaling(num_workers=16)).check()
+    with pytest.raises(ConfigError, match="fewer than one batch of 1000"):
+        small_job(tmp_path, batch_size=1000).check()
     with pytest.raises(ConfigError, match="num_workers"):
         Scaling(num_workers=0)
     with pytest.raises(ConfigError, match="patience"):

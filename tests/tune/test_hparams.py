@@ -1,6 +1,7 @@
 """Hyperparameter search: spaces, resources, bad input, a small search through the CLI, and (slow)
 an ASHA search and the restore of an interrupted search."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -197,3 +198,38 @@ def test_an_interrupted_search_resumes_and_its_trial_continues_from_its_checkpoi
     assert checkpoint.is_dir() and latest != checkpoint  # epoch 1's checkpoint from before the crash is kept
     assert (first.experiment_dir / "best_model" / "model.json").is_file()
     assert pd.read_parquet(first.experiment_dir / "results.parquet")["status"].tolist() == ["finished"]
+
+
+def test_pbt_perturbs_the_sampled_values_and_needs_one():
+    from microforge.tune.hparams import _scheduler
+
+    fastgan = get_workload("fastgan")
+    search = HparamSearch(workload=fastgan, scheduler="pbt", perturbation_interval=3)
+    workload, space, _ = search.check()
+    assert set(space.params) == {"lr_g", "lr_d"}  # the default space: PBT over the two learning rates
+    scheduler = _scheduler(search, space, reports=10)
+    assert scheduler._perturbation_interval == 3 and set(scheduler._hyperparam_mutations) == {"lr_g", "lr_d"}
+    with pytest.raises(ConfigError, match="pbt perturbs"):
+        HparamSearch(workload=DELINEATION, space={**SMALL, "lr": {"grid": [1e-3, 1e-4]}}, scheduler="pbt").check()
+    with pytest.raises(ConfigError, match="perturbation interval"):
+        HparamSearch(workload=fastgan, scheduler="pbt", perturbation_interval=0).check()
+
+
+@pytest.mark.slow
+def test_pbt_continues_a_weak_trial_from_a_strong_trials_checkpoint(ray_local, tmp_path, monkeypatch):
+    """Two toy-GAN trials at once, perturbed after every report: Tune's PBT log records an
+    exploitation, and every trial, restarted from another's checkpoint or not, ends at the last step."""
+    from microforge.trainers import workload as workload_registry
+
+    from tests.workloads.toygan import TOYGAN
+
+    monkeypatch.setitem(workload_registry._REGISTERED, TOYGAN.name, TOYGAN)
+    search = HparamSearch(workload=TOYGAN, space={"lr": {"loguniform": [1e-4, 1e-2]}}, samples=2, max_epochs=6,
+                          scheduler="pbt", perturbation_interval=1, cpus_per_trial=0.45, max_concurrent=2)
+    result = run_hparam_search(search, tmp_path / "tune", name="p")
+    assert {t.status for t in result.trials} == {"finished"} and result.best_model is not None
+    exploits = (result.experiment_dir / "pbt_global.txt").read_text().splitlines()
+    assert exploits, "no trial was exploited"
+    for trial in result.trials:
+        _, progress = latest_checkpoint(trial.run_dir)
+        assert progress["epoch"] == 5  # the last of 6 epochs, whatever the restarts

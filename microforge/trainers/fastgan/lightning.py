@@ -163,6 +163,13 @@ class FastGANModule(pl.LightningModule):
         self.log_dict({"d_loss": d_loss.detach(), "d_recon": recon.detach(), "g_loss": g_loss.detach(), **logged},
                       on_step=True, on_epoch=True, sync_dist=True, batch_size=real.shape[0])
 
+    def on_train_start(self) -> None:
+        # A run started from another run's checkpoint (population-based training) restores its
+        # optimizer state, learning rates included: this run's own rates apply.
+        for optimizer, lr in zip(self.optimizers(), (self.hparams.lr_g, self.hparams.lr_d)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
         return [torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=(0.5, 0.999)),

@@ -8,16 +8,18 @@ reports ``val_fd``, the texture Fréchet distance of EMA samples to them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
 from microforge.platform.config import ConfigModel
+from microforge.platform.errors import ConfigError
 from microforge.trainers.workload import Cadence, RunPlan, Workload
 
 from .data import TRANSFORM
 
-__all__ = ["FASTGAN", "FastganOptions", "plan_fastgan"]
+__all__ = ["FASTGAN", "FastganOptions", "SEARCH_SPACE", "plan_fastgan"]
 
 
 class FastganOptions(ConfigModel):
@@ -74,7 +76,9 @@ def plan_fastgan(options: FastganOptions) -> RunPlan:
     if options.data is not None:
         data = ManifestData(options.data, columns=("image", "index"), transform=TRANSFORM)
         has_val = "val" in data.splits()
+        _check_channels(options.channels, _first_image_channels(data.dataset_dir), options.data)
     else:
+        _check_channels(options.channels, 1, f"synth {options.synth} (CARS renders)")
         preset = options.synth.partition(":")[2] or "default"
         cars = load_preset(preset).model_copy(update={"size": options.resolution})
         data = SyntheticData(renderer="microforge.trainers.fastgan.data:render_cars_batch",
@@ -82,6 +86,25 @@ def plan_fastgan(options: FastganOptions) -> RunPlan:
                              val_samples=options.val_samples)
         has_val = options.val_samples > 0
     return RunPlan(module_config, data) if has_val else RunPlan(module_config, data, monitor="d_recon", mode="min")
+
+
+def _first_image_channels(dataset_dir: str) -> int | None:
+    """Channels of the dataset's first image file (None when its images are not plain files)."""
+    from microforge.datasets.manifest import decode_image, read_manifest
+
+    table = read_manifest(dataset_dir)
+    first = table.column("image")[0].as_py() if table.num_rows else None
+    path = Path(dataset_dir) / str(first)
+    if not isinstance(first, str) or not path.is_file():
+        return None
+    image = decode_image(path)
+    return 1 if image.ndim == 2 else int(image.shape[-1])
+
+
+def _check_channels(model: int, data: int | None, source: str) -> None:
+    if data is not None and data != model:
+        raise ConfigError(f"a {model}-channel FastGAN cannot train on the {data}-channel images of {source}: "
+                          f"use --channels {data}")
 
 
 FASTGAN = Workload(
@@ -102,4 +125,13 @@ FASTGAN = Workload(
     size_option="resolution",
     gradient_clip_val=None,
     recipes="microforge.trainers.fastgan.presets",
+    tune_space="microforge.trainers.fastgan.workload:SEARCH_SPACE",
 )
+
+# The default search: the two learning rates (what PBT perturbs, after Ray's PBT DCGAN example).
+SEARCH_SPACE = {
+    "size": "micro",
+    "resolution": 256,
+    "lr_g": {"loguniform": [5.0e-5, 1.0e-3]},
+    "lr_d": {"loguniform": [5.0e-5, 1.0e-3]},
+}
