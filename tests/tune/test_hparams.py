@@ -1,7 +1,6 @@
 """Hyperparameter search: spaces, resources, bad input, a small search through the CLI, and (slow)
 an ASHA search and the restore of an interrupted search."""
 
-import json
 from pathlib import Path
 
 import pandas as pd
