@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..platform.cli import add_address_argument
 from .cars import cli as cars_cli
+from .output_args import add_output_arguments, output_kwargs
 from .pipeline import cli as pipeline_cli
+from .unaligned import cli as unaligned_cli
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     crystals.add_argument("--preset", default="default",
                           help="preset name (default, standard) or a JSON/YAML config file")
     crystals.add_argument("--n", type=int, required=True, help="number of images")
-    crystals.add_argument("--out", required=True, help="dataset directory")
+    add_output_arguments(crystals)
     crystals.add_argument("--seed", type=int, default=0)
     crystals.add_argument("--workers", type=int, default=None,
                           help="parallel render tasks (default: every CPU of the Ray cluster)")
@@ -32,6 +33,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     add_address_argument(crystals)
     crystals.set_defaults(func=_synth_crystals)
     cars_cli.register(kinds)
+    unaligned_cli.register(kinds)
 
     data = groups.add_parser("data", help="inspect and prepare datasets")
     data_cmds = data.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -48,7 +50,7 @@ def _synth_crystals(args: argparse.Namespace) -> int:
     summary = generate_dataset(
         load_preset(args.preset), args.n, args.out, seed=args.seed, image_format=args.image_format,
         split=parse_split(args.split), min_visible_fraction=args.min_visible, workers=args.workers,
-        overwrite=args.overwrite, address=args.address,
+        overwrite=args.overwrite, address=args.address, **output_kwargs(args),
     )
     counts = summary.counts
     print(summary.report(f"{counts['labels']} oriented boxes ({counts['truncated']} truncated at the border) "
@@ -57,13 +59,20 @@ def _synth_crystals(args: argparse.Namespace) -> int:
 
 
 def _data_info(args: argparse.Namespace) -> int:
-    from .manifest import column_kinds, read_manifest, split_counts
+    from .manifest import column_kinds, read_info, read_manifest, split_counts
+    from .store import Store
 
     table = read_manifest(args.path, require_complete=False)  # validates dataset.json and the manifest
-    info = json.loads((Path(args.path) / "dataset.json").read_text())
-    print(f"dataset: {Path(args.path).absolute()}")
+    info = read_info(args.path)
+    options = info.get("options") if isinstance(info.get("options"), dict) else {}
+    layout = options.get("layout", "files")
+    if layout == "shards":
+        layout += f" ({len(set(table.column('shard').to_pylist()))} of up to {options.get('shard_size', '?')} samples)"
+    store = Store(args.path)
+    print(f"dataset: {store.local.absolute() if store.local is not None else store}")
     print(f"kind: {info.get('kind', '?')}  status: {info.get('status', '?')}  seed: {info.get('seed', '?')}  "
           f"renderer: v{info.get('renderer_version', '?')}  config hash: {info.get('config_hash', '?')[:12]}")
+    print(f"layout: {layout}")
     print(f"samples: {table.num_rows}  counts: {json.dumps(info.get('counts', {}), sort_keys=True)}")
     print("splits: " + ", ".join(f"{split} {n}" for split, n in split_counts(table).items()))
     print("columns: " + ", ".join(f"{name} ({kind})" for name, kind in column_kinds(table).items()))

@@ -1,9 +1,12 @@
 """The one manifest reader: any dataset directory as a Ray Dataset of decoded samples.
 
-A dataset directory holds ``dataset.json`` and ``manifest.parquet`` (one row per sample, see
-:mod:`microforge.datasets.writer`); every file a row names is a path relative to the directory.
-:func:`manifest_dataset` turns the rows of one split into a Ray Dataset whose file columns hold
-the files' contents, decoded in Ray Data tasks (never on the driver):
+A dataset directory (or a prefix on an object store named by a URI, see :mod:`.store`) holds
+``dataset.json`` and ``manifest.parquet`` (one row per sample, see
+:mod:`microforge.datasets.writer`); every file a row names is a path relative to the directory,
+or, in the ``shards`` layout (rows with ``shard``, ``shard_offset`` and ``shard_size``), the
+sample's member of that tar shard (:mod:`.shards`), read with one ranged read per run of rows in
+a shard, never extracted. :func:`manifest_dataset` turns the rows of one split into a Ray Dataset
+whose file columns hold the files' contents, decoded in Ray Data tasks (never on the driver):
 
 * an **image column** (every value ends in ``.png``, ``.jpg``, ``.jpeg``, ``.tif`` or ``.tiff``,
   e.g. ``image`` or ``mask``) holds the decoded array in its stored dtype (uint8 stays uint8,
@@ -31,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from ..platform.config import suggest
-from ..platform.errors import DatasetError
+from ..platform.errors import DatasetError, MicroforgeError
+from .shards import SHARD_COLUMNS, member_name, read_samples
+from .store import Store, is_uri
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,38 +64,61 @@ TEXT_SUFFIXES = (".txt", ".json")
 _SPLIT_ORDER = ("train", "val", "test")
 
 
-def read_manifest(path: str | Path, *, require_complete: bool = True) -> "pa.Table":
-    """The manifest of the dataset directory ``path`` as a pyarrow Table (in manifest order).
+def _open(path: str | Path) -> Store:
+    """The dataset's store; a local path or URI must name an existing dataset location."""
+    try:
+        store = Store(path)
+    except MicroforgeError as exc:
+        raise DatasetError(str(exc)) from None
+    if store.local is not None and not store.local.is_dir():
+        raise DatasetError(f"dataset directory {store} does not exist")
+    return store
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """The dataset's ``dataset.json``.
 
     Raises:
-        DatasetError: no such directory, no (or an unreadable) ``dataset.json`` or
+        DatasetError: no such dataset, or no readable ``dataset.json``.
+    """
+    store = _open(path)
+    try:
+        info = json.loads(store.read_bytes(INFO_FILE).decode("utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{store} has no {INFO_FILE} (not a microforge dataset)") from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{store}/{INFO_FILE} is not readable JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise DatasetError(f"{store}/{INFO_FILE} is not a JSON object")
+    return info
+
+
+def read_manifest(path: str | Path, *, require_complete: bool = True) -> "pa.Table":
+    """The manifest of the dataset ``path`` (a directory or URI) as a pyarrow Table (in manifest order).
+
+    Raises:
+        DatasetError: no such dataset, no (or an unreadable) ``dataset.json`` or
             ``manifest.parquet``, a dataset whose ``dataset.json`` says its generation is
             incomplete (unless not ``require_complete``), or an empty manifest.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    root = Path(path)
-    if not root.is_dir():
-        raise DatasetError(f"dataset directory {root} does not exist")
-    info_path = root / INFO_FILE
-    if not info_path.is_file():
-        raise DatasetError(f"{root} has no {INFO_FILE} (not a microforge dataset)")
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{info_path} is not readable JSON ({exc})") from None
-    if require_complete and isinstance(info, dict) and info.get("status", "complete") != "complete":
-        raise DatasetError(f"{root} is an incomplete dataset (status '{info.get('status')}'); "
+    info = read_info(path)
+    store = _open(path)
+    if require_complete and info.get("status", "complete") != "complete":
+        raise DatasetError(f"{store} is an incomplete dataset (status '{info.get('status')}'); "
                            "re-run the command that generated it to complete it")
-    manifest_path = root / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise DatasetError(f"{root} has no {MANIFEST_FILE} (not a complete microforge dataset)")
     try:
-        table = pq.read_table(manifest_path)
+        data = store.read_bytes(MANIFEST_FILE)
+    except FileNotFoundError:
+        raise DatasetError(f"{store} has no {MANIFEST_FILE} (not a complete microforge dataset)") from None
+    try:
+        table = pq.read_table(pa.BufferReader(data))
     except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise DatasetError(f"{manifest_path} is not a readable Parquet file ({exc})") from None
+        raise DatasetError(f"{store}/{MANIFEST_FILE} is not a readable Parquet file ({exc})") from None
     if table.num_rows == 0:
-        raise DatasetError(f"{manifest_path} has no rows")
+        raise DatasetError(f"{store}/{MANIFEST_FILE} has no rows")
     return table
 
 
@@ -124,8 +152,8 @@ def manifest_splits(path: str | Path) -> dict[str, int]:
 
 
 # Columns that never name files inside the dataset: ``source`` is the path (outside the dataset)
-# a row was made from, kept as provenance.
-PLAIN_COLUMNS = ("split", "source")
+# a row was made from, kept as provenance; ``shard`` is read through the file columns.
+PLAIN_COLUMNS = ("split", "source", "shard")
 
 
 def column_kinds(table: "pa.Table") -> dict[str, str]:
@@ -146,33 +174,38 @@ def column_kinds(table: "pa.Table") -> dict[str, str]:
     return kinds
 
 
-def _check_inside(root: Path, rel: Any, column: str) -> None:
+def _check_inside(root: Store, rel: Any, column: str) -> None:
     if not isinstance(rel, str) or not rel:
         raise DatasetError(f"manifest column '{column}' has an empty path")
-    base = os.path.normpath(root)
-    if os.path.isabs(rel) or os.path.commonpath([os.path.normpath(os.path.join(base, rel)), base]) != base:
+    normal = os.path.normpath(rel)
+    if os.path.isabs(rel) or normal == ".." or normal.startswith(".." + os.sep):
         raise DatasetError(f"manifest column '{column}' names '{rel}', which is outside the dataset "
                            f"directory {root}; paths must be relative to it")
 
 
-def decode_image(path: str | Path) -> np.ndarray:
-    """Decode one image file in its stored dtype (see the module doc for the channel order).
+def decode_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
+    """Decode one image file (or ``data``, the bytes of a file named ``path``) in its stored dtype
+    (see the module doc for the channel order).
 
     Raises:
         DatasetError: a missing or undecodable file.
     """
     path = Path(path)
     try:
+        if data is None:
+            data = path.read_bytes()
         if path.suffix.lower() in (".tif", ".tiff"):
+            import io
+
             import tifffile
 
-            image = np.asarray(tifffile.imread(path))
+            image = np.asarray(tifffile.imread(io.BytesIO(data)))
             if image.ndim == 3 and image.shape[-1] in (3, 4):
                 image = np.ascontiguousarray(image[..., [2, 1, 0, 3][: image.shape[-1]]])  # RGB(A) -> BGR(A)
             return image
         import cv2
 
-        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except FileNotFoundError:
         raise DatasetError(f"{path} is named in the manifest but does not exist") from None
     except Exception as exc:  # tifffile and OpenCV raise several types for a corrupt file
@@ -191,13 +224,43 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _file_reader(store: Store, batch: dict[str, np.ndarray]):
+    """``read(column, row) -> bytes`` for the file columns of a batch: from the row's shard, or
+    (files layout) from the file itself."""
+    if "shard" in batch:
+        keys = ("index", *SHARD_COLUMNS)
+        rows = [dict(zip(keys, values)) for values in zip(*(batch[k].tolist() for k in keys))]
+        members = read_samples(store, rows)
+
+        def read(column: str, i: int) -> bytes:
+            rel = batch[column][i]
+            try:
+                return members[i][member_name(f"{rows[i]['index']:07d}", rel)]
+            except KeyError:
+                raise DatasetError(f"{rows[i]['shard']} has no member for '{rel}'") from None
+        return read
+
+    def read_file(column: str, i: int) -> bytes:
+        rel = batch[column][i]
+        try:
+            return store.read_bytes(rel)
+        except FileNotFoundError:
+            raise DatasetError(f"{store}/{rel} is named in the manifest but does not exist") from None
+    return read_file
+
+
 def _decode_batch(batch: dict[str, np.ndarray], *, root: str, images: list[str], texts: list[str],
-                  transform: dict[str, Any] | None) -> dict[str, np.ndarray]:
+                  transform: dict[str, Any] | None, columns: list[str]) -> dict[str, np.ndarray]:
     # Runs in a Ray Data task: file columns are replaced by the files' contents.
-    base = Path(root)
-    out = dict(batch)
+    store = Store(root)
+    read = _file_reader(store, batch)
+    rows = range(len(next(iter(batch.values()))))
+    out = {name: batch[name] for name in columns if name not in images + texts}
     for name in images:
-        decoded = [decode_image(base / rel) for rel in batch[name].tolist()]
+        if "shard" in batch or store.local is None:
+            decoded = [decode_image(batch[name][i], read(name, i)) for i in rows]
+        else:  # a local file: named in errors by its full path
+            decoded = [decode_image(store.local / rel) for rel in batch[name].tolist()]
         if name == "image" and transform is not None:
             from ..platform.transforms import transform_from_spec
 
@@ -205,12 +268,8 @@ def _decode_batch(batch: dict[str, np.ndarray], *, root: str, images: list[str],
             decoded = [apply(image) for image in decoded]
         out[name] = _stack(decoded)
     for name in texts:
-        try:
-            out[name] = np.array([(base / rel).read_text(encoding="utf-8") for rel in batch[name].tolist()],
-                                 dtype=object)
-        except FileNotFoundError as exc:
-            raise DatasetError(f"{exc.filename} is named in the manifest but does not exist") from None
-    return out
+        out[name] = np.array([read(name, i).decode("utf-8") for i in rows], dtype=object)
+    return {name: out[name] for name in columns}
 
 
 def manifest_dataset(
@@ -249,8 +308,8 @@ def manifest_dataset(
     if rows_per_task < 1 or cpus_per_task <= 0:
         raise ConfigError("rows_per_task must be >= 1 and cpus_per_task > 0")
     spec = None if transform is None else transform_from_spec(transform).spec()
-    root = Path(path).absolute()
-    table = read_manifest(root)
+    root = _open(path if is_uri(path) else Path(path).absolute())
+    table = read_manifest(root.uri)
     splits = _split_values(table)
     if split not in splits:
         raise DatasetError(f"{root} has no split '{split}'{suggest(split, list(split_counts(table)))}; "
@@ -268,19 +327,25 @@ def manifest_dataset(
                            f"its columns: {', '.join(available)}")
     if not wanted or len(set(wanted)) != len(wanted):
         raise DatasetError(f"columns must name each column once, got {wanted}")
-    rows = table.filter(pa.array([s == split for s in splits])).select(wanted)
+    # Shard rows carry what locates their members, dropped again after decoding.
+    located = wanted + [c for c in ("index", *SHARD_COLUMNS) if "shard" in available and c not in wanted]
+    rows = table.filter(pa.array([s == split for s in splits])).select(located)
     images = [c for c in wanted if kinds.get(c) == "image"]
     texts = [c for c in wanted if kinds.get(c) == "text"]
     for name in images + texts:
         for rel in rows.column(name).to_pylist():
             _check_inside(root, rel, name)
+    if "shard" in available:
+        for rel in rows.column("shard").to_pylist():
+            _check_inside(root, rel, "shard")
 
     blocks = [rows.slice(start, rows_per_task) for start in range(0, rows.num_rows, rows_per_task)]
     dataset = ray.data.from_arrow(blocks).map_batches(
         _decode_batch,
         batch_size=rows_per_task,
         num_cpus=cpus_per_task,
-        fn_kwargs={"root": str(root), "images": images, "texts": texts, "transform": spec},
+        fn_kwargs={"root": root.uri, "images": images, "texts": texts, "transform": spec,
+                   "columns": wanted},
     )
     # Rows in manifest order whatever the task timing; no progress bars (read once per epoch).
     dataset.context.execution_options.preserve_order = True

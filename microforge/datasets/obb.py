@@ -62,37 +62,39 @@ def polygon_area(points: np.ndarray) -> float:
     if len(points) < 3:
         return 0.0
     x, y = points[:, 0], points[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+    # np.roll(v, -1), spelled out: np.roll's generality costs 5x the arithmetic here.
+    return float(abs(np.dot(x, np.concatenate((y[1:], y[:1]))) - np.dot(y, np.concatenate((x[1:], x[:1])))) / 2)
 
 
 def clip_polygon_to_image(points: np.ndarray, width: float, height: float) -> np.ndarray:
     """Intersect a convex polygon, shape (N, 2), with the image rectangle [0, W] x [0, H].
 
-    Sutherland-Hodgman: clip against the four border half-planes in turn. Done in float64 numpy
-    rather than cv2.intersectConvexConvex, which works in float32 and loses ~1e-4 px.
+    Sutherland-Hodgman: clip against the four border half-planes in turn. Done in float64
+    (Python floats: a handful of vertices costs less than numpy's per-call overhead) rather than
+    cv2.intersectConvexConvex, which works in float32 and loses ~1e-4 px.
 
     Returns:
         The clipped polygon, shape (M, 2); M is 0 when nothing is inside.
     """
-    poly = np.asarray(points, dtype=np.float64)
+    poly = [(float(x), float(y)) for x, y in np.asarray(points, dtype=np.float64).reshape(-1, 2)]
     # (axis, bound, side): keep points with side * (p[axis] - bound) >= 0
     borders = ((0, 0.0, 1), (0, float(width), -1), (1, 0.0, 1), (1, float(height), -1))
     for axis, bound, side in borders:
-        if len(poly) == 0:
+        if not poly:
             break
         kept = []
-        for a, b in zip(poly, np.roll(poly, -1, axis=0)):
+        for a, b in zip(poly, poly[1:] + poly[:1]):
             a_in = side * (a[axis] - bound) >= 0
             b_in = side * (b[axis] - bound) >= 0
             if a_in:
                 kept.append(a)
             if a_in != b_in:
                 t = (bound - a[axis]) / (b[axis] - a[axis])
-                crossing = a + t * (b - a)
+                crossing = [a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])]
                 crossing[axis] = bound  # exactly on the border, whatever the rounding
-                kept.append(crossing)
-        poly = np.array(kept, dtype=np.float64).reshape(-1, 2)
-    return poly
+                kept.append((crossing[0], crossing[1]))
+        poly = kept
+    return np.array(poly, dtype=np.float64).reshape(-1, 2)
 
 
 def clip_boxes(boxes: Iterable[OrientedBox], width: int, height: int,
@@ -131,12 +133,15 @@ def clip_boxes(boxes: Iterable[OrientedBox], width: int, height: int,
         raise ConfigError(f"min_visible_fraction must be in [0, 1], got {min_visible_fraction}")
     if not (width > 0 and height > 0):
         raise ConfigError(f"image size must be positive, got width={width}, height={height}")
+    boxes = list(boxes)
+    # Most boxes lie wholly inside: one array test for all of them (a per-box test cost ~50 us
+    # a box, a third of a crystal image's labelling); only the others are clipped one by one.
+    corners_all = np.array([box.corners for box in boxes], dtype=np.float64).reshape(-1, 4, 2)
+    inside_all = ((corners_all[..., 0] >= 0) & (corners_all[..., 0] <= width)
+                  & (corners_all[..., 1] >= 0) & (corners_all[..., 1] <= height)).all(axis=1)
     kept: list[OrientedBox] = []
-    for box in boxes:
-        corners = box.corners_array()
-        inside = ((corners[:, 0] >= 0) & (corners[:, 0] <= width)
-                  & (corners[:, 1] >= 0) & (corners[:, 1] <= height))
-        if inside.all():
+    for box, corners, inside in zip(boxes, corners_all, inside_all.tolist()):
+        if inside:
             kept.append(box)
             continue
         visible = clip_polygon_to_image(corners, width, height)

@@ -4,7 +4,7 @@
 
 Connects to $RAY_ADDRESS, records the alive nodes and the nodes that pinned tasks ran on,
 the auth settings it sees, then runs COMMAND (if any) and records which nodes ran the tasks
-whose name contains ``_render_batch`` (Ray Data's render tasks). With --hold it keeps one actor
+whose name contains ``_write_chunks`` (Ray Data's render tasks). With --hold it keeps one actor
 on each node alive and sleeps, so a test can cancel the job while Ray is busy.
 """
 
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
                 report["render_task_nodes_error"] = repr(exc)
                 time.sleep(2)
                 continue
-            found = [t for t in tasks if "_render_batch" in t.name]
+            found = [t for t in tasks if "_write_chunks" in t.name]
             if found and len(found) == len(render):
                 break
             render = found

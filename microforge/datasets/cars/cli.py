@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ...platform.cli import add_address_argument
+from ..output_args import add_output_arguments, output_kwargs
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
@@ -13,7 +14,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
     cars.add_argument("--preset", default="default",
                       help="preset name (default, dense, sparse, low_signal) or a JSON/YAML config file")
     cars.add_argument("--n", type=int, required=True, help="number of images")
-    cars.add_argument("--out", required=True, help="dataset directory")
+    add_output_arguments(cars)
     cars.add_argument("--size", type=int, default=None, help="image side in px (default: the preset's)")
     cars.add_argument("--seed", type=int, default=0)
     cars.add_argument("--workers", type=int, default=None,
@@ -35,7 +36,7 @@ def _synth_cars(args: argparse.Namespace) -> int:
     summary = generate_dataset(
         load_preset(args.preset), args.n, args.out, seed=args.seed, size=args.size,
         image_format=args.image_format, split=parse_split(args.split), workers=args.workers,
-        overwrite=args.overwrite, address=args.address,
+        overwrite=args.overwrite, address=args.address, **output_kwargs(args),
     )
     counts = summary.counts
     print(summary.report(f"{counts['follicles']} follicles in masks/ and the manifest's follicles column; "

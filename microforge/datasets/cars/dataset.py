@@ -23,30 +23,34 @@ from typing import Any
 import numpy as np
 
 from ...platform.errors import ConfigError
-from ..images import encode_image
-from ..writer import DatasetKind, EncodedSample, GenerationOptions, GenerationSummary, generate, sample_stem
+from ..images import FAST_PNG, encode_image
+from ..store import Store
+from ..writer import (DEFAULT_SHARD_SIZE, DatasetKind, EncodedSample, GenerationOptions, GenerationSummary, generate,
+                      sample_stem)
 from .config import CarsConfig, load_preset
 from .render import RENDERER_VERSION, render_cars
 
 IMAGE_FORMATS = ("png", "tif")
 
 
-def encode_uint16(image: np.ndarray, image_format: str) -> bytes:
-    """Deterministic bytes of a 16-bit image as ``png`` (OpenCV) or ``tif`` (tifffile, zlib)."""
+def encode_uint16(image: np.ndarray, image_format: str, png_level: int | str | None = None) -> bytes:
+    """Deterministic bytes of a 16-bit image as ``png`` (OpenCV, at ``png_level``) or ``tif``
+    (tifffile, zlib)."""
     if image_format == "tif":
         import tifffile
 
         buffer = io.BytesIO()
         tifffile.imwrite(buffer, image, compression="zlib", metadata=None)
         return buffer.getvalue()
-    return encode_image(image, ".png")
+    return encode_image(image, ".png", png_level=png_level)
 
 
 def encode_cars(config: CarsConfig, seed: int, index: int, options: GenerationOptions) -> EncodedSample:
     sample = render_cars(config, seed, index)
     stem, fmt = sample_stem(index), options.image_format
     image_rel, mask_rel = f"images/{stem}.{fmt}", f"masks/{stem}.{fmt}"
-    files = {image_rel: encode_uint16(sample.image, fmt), mask_rel: encode_uint16(sample.mask, fmt)}
+    files = {image_rel: encode_uint16(sample.image, fmt, options.png_level),
+             mask_rel: encode_uint16(sample.mask, fmt, options.png_level)}
     meta = sample.meta
     columns = {
         "image": image_rel,
@@ -58,7 +62,7 @@ def encode_cars(config: CarsConfig, seed: int, index: int, options: GenerationOp
     return EncodedSample(files, columns)
 
 
-def finalize_cars(out: Path, rows: list[dict[str, Any]], options: GenerationOptions) -> dict[str, Any]:
+def finalize_cars(store: Store, rows: list[dict[str, Any]], options: GenerationOptions) -> dict[str, Any]:
     fractions = [r["bright_fraction"] for r in rows]
     return {"follicles": sum(r["n_follicles"] for r in rows),
             "droplets": sum(r["n_droplets"] for r in rows),
@@ -85,6 +89,9 @@ def generate_dataset(
     size: int | None = None,
     image_format: str = "png",
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    png_level: int | str = FAST_PNG,
+    layout: str = "files",
+    shard_size: int = DEFAULT_SHARD_SIZE,
     workers: int | None = None,
     overwrite: bool = False,
     address: str | None = None,
@@ -92,7 +99,8 @@ def generate_dataset(
     """Render ``n`` CARS images with masks into ``out`` on Ray (see ``microforge.datasets.writer``).
 
     ``config`` is a CarsConfig, a dict, a preset name or a JSON/YAML file path; ``size``
-    overrides its image size. Re-running completes only what is missing or corrupt; a directory
+    overrides its image size. ``out``, ``png_level``, ``layout`` and ``shard_size``: as for
+    crystal datasets. Re-running completes only what is missing or corrupt; a directory
     made with another config is refused unless ``overwrite``.
 
     Raises:
@@ -106,6 +114,6 @@ def generate_dataset(
     config = CarsConfig.load(config)
     if size is not None:
         config = CarsConfig.load({**config.to_json_dict(), "size": size})
-    options = GenerationOptions(image_format, split)
+    options = GenerationOptions(image_format, split, png_level=png_level, layout=layout, shard_size=shard_size)
     return generate(CARS, config, n, out, seed=seed, options=options, workers=workers, overwrite=overwrite,
                     address=address)
