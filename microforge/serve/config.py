@@ -16,6 +16,9 @@ value is range-checked and unknown keys are errors that name the key. Example::
       GeneratorModel:
         num_replicas: 1
         max_batch_size: 16           # counts images (seeds), not requests
+      ColorizerModel:
+        num_replicas: 1
+        max_batch_size: 8            # counts images (one per upload)
       CrystalRenderer:
         num_replicas: 2
     default_models: {generate: gans/latest}   # per Serve task; default: the newest artifact
@@ -74,7 +77,8 @@ class DeploymentSettings(ConfigModel):
     autoscaling: Optional[AutoscalingSettings] = Field(None, description="Autoscaling instead of a fixed count.")
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
     max_ongoing_requests: int = Field(32, ge=1, le=100_000, description="Requests one replica accepts at once.")
-    # Dynamic batching: applies to the batching deployments (SegmentationModel, GeneratorModel).
+    # Dynamic batching: applies to the batching deployments (SegmentationModel, GeneratorModel,
+    # ColorizerModel).
     max_batch_size: int = Field(8, ge=1, le=1024, description="Largest batch @serve.batch assembles.")
     batch_wait_timeout_s: float = Field(0.02, ge=0, le=10, description="Longest wait for a batch to fill.")
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from .colorization import load_colorizer
 from .detection import load_detector
 from .discovery import ModelError, newest_model
 from .generation import load_generator
@@ -206,6 +207,43 @@ class GeneratorModel(_BatchedModels):
         done = await asyncio.gather(*(self.generate_batch((model_id, int(seed), truncation, bits)) for seed in seeds))
         return {"images": [image for image, _ in done], "batch_sizes": [size for _, size in done],
                 "model_info": net.info, "infer_s": time.perf_counter() - start}
+
+
+@serve.deployment
+class ColorizerModel(_BatchedModels):
+    """Colorization with dynamic batching that counts images: each request's image is one batch
+    item; a batch runs one forward pass per (model, padded image shape)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._setup(settings, "ColorizerModel", self.colorize_batch, load_colorizer)
+
+    def _colorize(self, items: list[tuple[str, np.ndarray]]) -> list[tuple[np.ndarray, int, float]]:
+        results: list[tuple[np.ndarray, int, float] | None] = [None] * len(items)
+        for model_id, indices in _by_model(items).items():
+            start = time.perf_counter()
+            images = self.cache.get(model_id).colorize([items[i][1] for i in indices])
+            seconds = time.perf_counter() - start
+            for i, image in zip(indices, images):
+                results[i] = (image, len(items), seconds)
+        return results  # type: ignore[return-value]
+
+    # Defaults only: __init__ applies the configured size and wait.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def colorize_batch(self, items: list[tuple[str, np.ndarray]]) -> list[tuple[np.ndarray, int, float]]:
+        self.batch_sizes[len(items)] += 1
+        return await asyncio.to_thread(self._colorize, items)
+
+    async def colorize(self, model_id: str, image: np.ndarray) -> dict[str, Any]:
+        """``{image, batch_size, model_info, infer_s}``: the uint8 RGB ``(H, W, 3)`` colorization of
+        a uint8/uint16 gray or BGR image (see :func:`microforge.trainers.predict.colorize_images`).
+
+        Raises:
+            ModelError: not a colorize artifact, or one that does not load (422).
+        """
+        await self._load(model_id)
+        net = self.cache.get(model_id)
+        colorized, batch_size, seconds = await self.colorize_batch((model_id, image))
+        return {"image": colorized, "batch_size": batch_size, "model_info": net.info, "infer_s": seconds}
 
 
 

@@ -8,8 +8,7 @@ class), plus ``detect`` for the built-in detector and plugins. The application b
 ingress, the backend, the config, model listing, selection and ``/health`` iterate over
 :data:`TASKS`; adding a task is one row here, one deployment and one route module.
 
-``render`` (crystal previews) is a Serve-only task: it takes no model. ``colorize`` (a
-workload task) has no deployment yet: its artifacts are not listed.
+``render`` (crystal previews) is a Serve-only task: it takes no model.
 
 Importing this module imports neither Ray nor torch.
 """
@@ -61,6 +60,8 @@ TASKS: tuple[ServeTask, ...] = (
               role="detector", loaded_key="detectors_loaded", default_model=BUILTIN_ID),
     ServeTask("generate", "GeneratorModel", ("generation",), accepts=("generate",), artifact_type="generator",
               role="generator", loaded_key="generators_loaded", batched=True),
+    ServeTask("colorize", "ColorizerModel", ("colorization",), accepts=("colorize",), artifact_type="colorizer",
+              role="colorizer", loaded_key="colorizers_loaded", batched=True),
     ServeTask("render", "CrystalRenderer", ("synthesis",)),
 )
 

@@ -9,6 +9,10 @@ wherever it is generated.
 * ``generate``: :func:`generate_images`: the generator component exposes ``latent_shape``; the
   latent of image ``i`` is drawn from ``torch.Generator().manual_seed(seeds[i])`` on the CPU, so an
   image is a pure function of (artifact, seed, truncation) on any device and in any batch.
+* ``colorize``: :func:`colorize_images`: gray or BGR uploads of 8 or 16 bits become the uint8 gray
+  a CycleGAN's domain A is read as (:func:`gray_uint8`, as the unaligned reader does), inverted when
+  the artifact was trained on inverted A, reflect-padded to the size multiple, translated by
+  ``generator_ab`` one batch per padded shape, and cropped back: uint8 RGB ``(H, W, 3)``.
 
 Truncation (the "truncation trick"): with ``truncation=T`` every latent value with ``|z| > T`` is
 redrawn, from the same seeded generator, until none is left: the latent is N(0, 1) truncated to
@@ -30,8 +34,8 @@ from microforge.platform.transforms import Transform
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MAX_TRUNCATION", "MIN_TRUNCATION", "check_truncation", "generate_images", "latents",
-           "segment_probabilities"]
+__all__ = ["MAX_TRUNCATION", "MIN_TRUNCATION", "check_truncation", "colorize_images", "generate_images",
+           "gray_uint8", "latents", "segment_probabilities"]
 
 MIN_TRUNCATION = 0.05
 MAX_TRUNCATION = 4.0
@@ -138,3 +142,72 @@ def generate_images(generator: "torch.nn.Module", transform: Transform, seeds: S
         values = generator(z.to(_device(generator))).float().cpu().numpy()
     images = transform.invert(values, dtype)
     return [image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1) for image in images]
+
+
+def gray_uint8(image: np.ndarray) -> np.ndarray:
+    """The uint8 gray ``(H, W)`` of an 8- or 16-bit gray ``(H, W)``/``(H, W, 1)`` or BGR(A) image, as
+    :func:`microforge.datasets.unaligned.reader.load_a` reads domain A: 16 bits to 8 by ``/ 257``
+    (rounded), then BT.601 luma (OpenCV ``COLOR_BGR2GRAY``). Colour images are in OpenCV's BGR order.
+
+    Raises:
+        ConfigError: another dtype or shape.
+    """
+    import cv2
+
+    array = np.asarray(image)
+    if array.dtype == np.uint16:
+        array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ConfigError(f"colorization takes 8- or 16-bit images, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    elif array.ndim == 3 and array.shape[2] in (3, 4):
+        array = cv2.cvtColor(np.ascontiguousarray(array[:, :, :3]), cv2.COLOR_BGR2GRAY)
+    if array.ndim != 2 or 0 in array.shape:
+        raise ConfigError(f"colorization takes gray (H, W) or BGR (H, W, 3) images, got shape {np.shape(image)}")
+    return array
+
+
+def colorize_images(generator: "torch.nn.Module", transform: Transform, images: Sequence[np.ndarray], *,
+                    size_multiple: int = 4, invert_input: bool = False) -> list[np.ndarray]:
+    """Colorize gray or BGR images (uint8 or uint16) with a CycleGAN ``generator_ab`` (1 -> 3
+    channels): uint8 RGB ``(H, W, 3)``, one per image, the size of its input.
+
+    Each image becomes :func:`gray_uint8`, ``255 - x`` when ``invert_input`` (the card's
+    ``preprocessing.invert_input``), is reflect-padded on the bottom and right to a multiple of
+    ``size_multiple`` (and to at least twice it: the ResNet generator's residual blocks need 2 px
+    after its two stride-2 downsamplings), goes through ``transform``; images of one padded shape
+    run as one ``(B, 1, H, W)`` batch; the ``(B, 3, H, W)`` output in [-1, 1] returns through the
+    transform's inverse to uint8 and is cropped back.
+
+    Raises:
+        ConfigError: a dtype or shape :func:`gray_uint8` refuses, or a generator that does not
+            make 3 channels.
+    """
+    import torch
+
+    multiple = max(1, int(size_multiple))
+    grays = [gray_uint8(image) for image in images]
+    if invert_input:
+        grays = [255 - gray for gray in grays]
+    out: list[np.ndarray | None] = [None] * len(grays)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, gray in enumerate(grays):
+        h, w = gray.shape
+        padded = tuple(max(2 * multiple, side + -side % multiple) for side in (h, w))
+        by_shape.setdefault(padded, []).append(i)  # type: ignore[arg-type]
+    device = _device(generator) if grays else None
+    for (ph, pw), indices in by_shape.items():
+        batch = np.stack([transform.apply(np.pad(grays[i], ((0, ph - grays[i].shape[0]), (0, pw - grays[i].shape[1])),
+                                                 mode="reflect")) for i in indices])
+        with torch.inference_mode():
+            values = generator(torch.from_numpy(np.ascontiguousarray(batch, np.float32)).unsqueeze(1).to(device))
+        values = values.float().cpu().numpy()
+        if values.ndim != 4 or values.shape[1] != 3:
+            raise ConfigError(f"{type(generator).__name__} makes {tuple(values.shape[1:])} outputs; colorization "
+                              "needs 3 channels (RGB)")
+        rgb = transform.invert(values, np.uint8)
+        for i, image in zip(indices, rgb):
+            h, w = grays[i].shape
+            out[i] = np.ascontiguousarray(np.moveaxis(image[:, :h, :w], 0, -1))
+    return out  # type: ignore[return-value]

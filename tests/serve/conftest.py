@@ -41,9 +41,36 @@ def save_unet(directory: Path, threshold: float = 0.0, seed: int = 0) -> None:
                   metrics={"dice": 0.5}, provenance={"test": True})
 
 
+def save_colorizer(directory: Path, invert_a: bool = True, width: int = 4, seed: int = 0) -> None:
+    """A tiny, untrained CycleGAN artifact (task ``colorize``): the ``cyclegan`` workload's four
+    components at width ``width`` with one residual block, its transform, and the preprocessing
+    ``CycleGANModule.export_preprocessing`` records (built from the plain-torch networks, so the
+    fixture does not import Lightning)."""
+    import torch
+
+    from microforge.platform.artifact import ComponentWeights, save_artifact
+    from microforge.platform.imports import object_path
+    from microforge.trainers.cyclegan.model import NLayerDiscriminator, ResnetGenerator, init_weights
+    from microforge.trainers.cyclegan.workload import CYCLEGAN
+
+    torch.manual_seed(seed)
+    parts = {"generator_ab": ResnetGenerator(1, 3, width, 1), "generator_ba": ResnetGenerator(3, 1, width, 1),
+             "discriminator_a": NLayerDiscriminator(1, width), "discriminator_b": NLayerDiscriminator(3, width)}
+    for part in parts.values():
+        init_weights(part)
+    assert tuple(parts) == CYCLEGAN.components
+    save_artifact(directory, {name: ComponentWeights(object_path(type(part)), part.config, part.state_dict())
+                              for name, part in parts.items()},
+                  workload=CYCLEGAN.name, task=CYCLEGAN.serve_task, transform=dict(CYCLEGAN.transform),
+                  preprocessing={"image_size": 32, "size_multiple": 4, "input": "grayscale (1 channel), domain A",
+                                 "invert_input": invert_a, "output": "RGB in [-1, 1] (generator_ab)",
+                                 "gt_threshold": 0.5},
+                  metrics={"val_fd": 1.0}, provenance={"test": True})
+
+
 def make_models_dir(models: Path) -> None:
     """The legacy (format 1) U-Net, a tiny U-Net artifact (the newest segmentation model), a tiny
-    generator, a working plugin and a broken one."""
+    generator, a tiny CycleGAN colorizer (trained on inverted A), a working plugin and a broken one."""
     import os
     import shutil
 
@@ -52,6 +79,7 @@ def make_models_dir(models: Path) -> None:
     shutil.copytree(LEGACY_UNET, models / "legacy-unet-v1")
     os.utime(models / "legacy-unet-v1" / "model.json", (1_000_000_000, 1_000_000_000))  # older than unet-tiny
     save_tiny_generator(models / "gan" / "tiny")
+    save_colorizer(models / "cyclegan" / "tiny")
     save_unet(models / "unet-tiny")
     (models / "plugins" / "fixed-rod").mkdir(parents=True)
     (models / "plugins" / "fixed-rod" / "model.py").write_text(textwrap.dedent("""
@@ -104,6 +132,7 @@ def app_config(tmp: Path, port: int, state_actor: str):
             "SegmentationModel": {"num_replicas": 2, "max_batch_size": 8, "batch_wait_timeout_s": 0.25, **no_cpu},
             "Detector": {"num_replicas": 1, **no_cpu},
             "GeneratorModel": {"num_replicas": 1, "max_batch_size": 8, "batch_wait_timeout_s": 0.05, **no_cpu},
+            "ColorizerModel": {"num_replicas": 1, "max_batch_size": 4, "batch_wait_timeout_s": 0.25, **no_cpu},
             "CrystalRenderer": {"num_replicas": 2, **no_cpu},
         },
     })

@@ -92,7 +92,7 @@ def test_health_docs_index_and_error_format(client):
     assert health["batching"]["max_batch_seen"] == 0
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
-    for path in ("/predict", "/predict/json", "/synth_preview", "/synth_batch", "/inference", "/stream_frame",
+    for path in ("/predict", "/predict/json", "/colorize", "/colorize/json", "/synth_preview", "/synth_batch", "/inference", "/stream_frame",
                  "/outputs_run_batch_start", "/system_info"):
         assert path in spec["paths"], path
     assert client.get("/").status_code == 200
@@ -105,7 +105,8 @@ def test_system_info_lists_deployments_and_replicas(client):
     info = ok(client.get("/system_info"))
     assert info["cpu"]["count"] >= 1 and info["ray"]["cluster_resources"]["CPU"] == 2
     deployments = info["deployments"]
-    assert set(deployments) >= {"Ingress", "SegmentationModel", "Detector", "GeneratorModel", "CrystalRenderer"}
+    assert set(deployments) >= {"Ingress", "SegmentationModel", "Detector", "GeneratorModel", "ColorizerModel",
+                                "CrystalRenderer"}
     assert deployments["CrystalRenderer"]["replicas"].get("RUNNING") == 2
 
 
@@ -259,6 +260,107 @@ def test_demo(client):
     fails(client.get("/demo", params={"noise_type": "bogus"}), 422)
     fails(client.get("/demo", params={"num_dots": 0}), 422)
     fails(client.get("/demo", params={"jitter": 2}), 422)
+
+
+# --- colorization ----------------------------------------------------------------------------------
+
+COLORIZER = "cyclegan/tiny"  # trained on inverted A (preprocessing.invert_input)
+
+
+def offline_colorize(serve_app, images: list, **overrides) -> list:
+    """What `microforge.trainers.predict.colorize_images` makes of ``images`` with the served artifact."""
+    from microforge.trainers.predict import colorize_images
+    from microforge.trainers.registry import load_artifact
+
+    artifact = load_artifact(serve_app.models_dir / COLORIZER)
+    options = {"size_multiple": artifact.preprocessing["size_multiple"],
+               "invert_input": artifact.preprocessing["invert_input"], **overrides}
+    return colorize_images(artifact["generator_ab"], artifact.transform, images, **options)
+
+
+def rgb_png(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, image.shape
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def same_image(served: np.ndarray, offline: np.ndarray) -> None:
+    # (another batch or thread count may round a value the other way: one grey level at most)
+    assert served.shape == offline.shape
+    diff = np.abs(served.astype(int) - offline.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99, (diff.max(), (diff == 0).mean())
+
+
+def test_colorize_serves_the_offline_colorization_of_gray_colour_and_16bit_uploads(client, serve_app):
+    listed = ok(client.get("/available_models", params={"task": "colorize"}))["models"]
+    assert [(m["id"], m["type"], m["task"], m["workload"]) for m in listed] \
+        == [(COLORIZER, "colorizer", "colorize", "cyclegan")]
+    rng = np.random.default_rng(3)
+    # gray, odd sides (37 x 50): padded to 40 x 52 for the network and cropped back
+    gray = rng.integers(0, 256, (37, 50), dtype=np.uint8)
+    r = client.post("/colorize", files={"file": ("g.png", png_bytes(gray), "image/png")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    served = rgb_png(r.content)
+    want = offline_colorize(serve_app, [gray])[0]
+    same_image(served, want)
+    assert served.shape == (37, 50, 3) and served.std() > 5  # a real picture, not a flat fill
+    # the card's invert_input applies: without it the picture differs
+    assert np.abs(offline_colorize(serve_app, [gray], invert_input=False)[0].astype(int) - want).max() > 5
+
+    # colour (BGR on disk): gray by BT.601 (OpenCV's BGR2GRAY) first; the JSON variant shows both
+    bgr = rng.integers(0, 256, (29, 41, 3), dtype=np.uint8)
+    body = ok(client.post("/colorize/json", files={"file": ("c.png", png_bytes(bgr), "image/png")}))
+    assert (body["width"], body["height"], body["inverted"]) == (41, 29, True)
+    assert np.array_equal(decode_data_url(body["input_b64"]), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    after = cv2.cvtColor(decode_data_url(body["image_b64"]), cv2.COLOR_BGR2RGB)
+    same_image(after, offline_colorize(serve_app, [bgr])[0])
+    info = body["model_info"]
+    assert (info["id"], info["task"], info["type"], info["architecture"]) \
+        == (COLORIZER, "colorize", "colorizer", "ResnetGenerator")
+    assert (info["invert_input"], info["size_multiple"], info["transform"]["name"]) == (True, 4, "signed_unit")
+    assert body["batch_size"] >= 1 and body["timings"]["total_s"] > 0
+
+    # 16 bits: to 8 by /257 (rounded), as the unaligned reader reads domain A
+    deep = rng.integers(0, 65536, (21, 18), dtype=np.uint16)
+    served16 = rgb_png(client.post("/colorize", files={"file": ("d.png", png_bytes(deep), "image/png")}).content)
+    same_image(served16, offline_colorize(serve_app, [deep])[0])
+    same_image(served16, offline_colorize(serve_app, [np.round(deep / 257.0).astype(np.uint8)])[0])
+    # smaller than the network's minimum (2 x size_multiple): padded up to it, cropped back
+    tiny = rgb_png(client.post("/colorize", files={"file": ("t.png", png_bytes(gray[:3, :5]), "image/png")}).content)
+    same_image(tiny, offline_colorize(serve_app, [gray[:3, :5]])[0])
+
+    # other tasks' artifacts are refused, with a JSON error naming the task
+    for other in ("gan/tiny", "unet-tiny"):
+        detail = fails(client.post("/colorize", params={"model_id": other},
+                                   files={"file": ("g.png", png_bytes(gray), "image/png")}), 422)
+        assert "colorize" in detail, detail
+    fails(client.post("/colorize", params={"model_id": "../x"}, files={"file": ("g.png", png_bytes(gray))}), 400)
+    # the upload checks of every upload: content, byte cap (2 MiB here), side cap (1024 px here)
+    fails(client.post("/colorize", files={"file": ("x.png", b"not an image", "image/png")}), 415)
+    fails(client.post("/colorize/json", files={"file": ("big.png", b"\x89PNG" + os.urandom(3 << 20), "image/png")}),
+          413)
+    fails(client.post("/colorize", files={"file": ("wide.png", png_bytes(np.zeros((8, 2048), np.uint8)))}), 413)
+    assert ok(client.get("/health"))["models"]["colorizers_loaded"] == [COLORIZER]
+
+
+def test_concurrent_colorize_uploads_share_a_batch(serve_app):
+    """Each upload is one image of a batch; images of two sizes share it (one forward pass per size)."""
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (24, 32) if i % 2 else (30, 17), dtype=np.uint8) for i in range(8)]
+
+    async def burst() -> list[dict]:
+        async with httpx.AsyncClient(base_url=serve_app.url, headers=serve_app.headers, timeout=120) as c:
+            return [ok(r) for r in await asyncio.gather(*(
+                c.post("/colorize/json", files={"file": ("x.png", png_bytes(image), "image/png")})
+                for image in images))]
+
+    bodies = asyncio.run(burst())
+    assert max(b["batch_size"] for b in bodies) > 1
+    assert all(b["batch_size"] <= 4 for b in bodies)  # max_batch_size counts images
+    for body, want in zip(bodies, offline_colorize(serve_app, images)):
+        same_image(cv2.cvtColor(decode_data_url(body["image_b64"]), cv2.COLOR_BGR2RGB), want)
+    batching = httpx.get(f"{serve_app.url}/health", timeout=30).json()["batching"]["tasks"]["colorize"]
+    assert batching["max_batch_size"] == 4 and batching["max_batch_seen"] > 1
 
 
 # --- uploads and images ----------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_page_loads_with_local_assets_only(page, serve_app):
     page.wait_for_function("document.querySelector('#health-dot').className === 'ok'")
     hosts = page.evaluate("() => performance.getEntriesByType('resource').map(e => new URL(e.name).host)")
     assert set(hosts) <= {f"127.0.0.1:{serve_app.port}"}, hosts  # nothing from a CDN
-    for tab in ("inference", "generate", "preprocess", "timelapse", "live", "system"):
+    for tab in ("inference", "generate", "colorize", "preprocess", "timelapse", "live", "system"):
         page.click(f"#tabs button[data-tab={tab}]")
         assert page.is_visible(f"#tab-{tab}")
     page.wait_for_selector("#sys-deployments td")
@@ -194,3 +194,40 @@ def test_generate_tab_shows_seeded_images_and_downloads_them(page, serve_app):
         assert archive.testzip() is None  # every CRC checks
         assert archive.namelist() == [name for name, _ in links]
         assert [archive.read(name) for name, _ in links] == pngs
+
+
+def test_colorize_tab_shows_before_and_after_and_downloads_the_png(page, serve_app, tmp_path):
+    import httpx
+
+    # a colour upload of odd size: the tab shows its gray (before) and the colorization (after)
+    bgr = np.random.default_rng(7).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    path = tmp_path / "cells.png"
+    cv2.imwrite(str(path), bgr)
+    page.click("#tabs button[data-tab=colorize]")
+    page.wait_for_function("document.querySelector('#col-model').options.length > 0")
+    assert page.input_value("#col-model") == "cyclegan/tiny"
+    assert page.is_hidden("#col-compare")
+    page.set_input_files("#col-file", str(path))
+    page.wait_for_function("document.querySelector('#col-msg').classList.contains('ok')")
+    assert page.inner_text("#col-msg").startswith("45×30 px"), page.inner_text("#col-msg")
+    assert "input inverted" in page.inner_text("#col-model-info")
+    page.wait_for_function("['#col-before', '#col-after'].every(s => { const i = document.querySelector(s);"
+                           " return i.complete && i.naturalWidth === 45 && i.naturalHeight === 30; })")
+    before = cv2.imdecode(np.frombuffer(_data_url_bytes(page.get_attribute("#col-before", "src")), np.uint8),
+                          cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(before, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    after = _data_url_bytes(page.get_attribute("#col-after", "src"))
+    assert page.get_attribute("#col-download", "download") == "cells-colorized.png"
+    assert _data_url_bytes(page.get_attribute("#col-download", "href")) == after
+    served = httpx.post(f"{serve_app.url}/colorize", headers=serve_app.headers, timeout=60,
+                        files={"file": ("cells.png", path.read_bytes(), "image/png")})
+    assert served.status_code == 200
+    diff = np.abs(cv2.imdecode(np.frombuffer(after, np.uint8), cv2.IMREAD_UNCHANGED).astype(int)
+                  - cv2.imdecode(np.frombuffer(served.content, np.uint8), cv2.IMREAD_UNCHANGED))
+    assert diff.max() <= 1  # what POST /colorize answers (a batch may round one value the other way)
+    # the wipe: the colorized image covers the left part, up to the slider
+    page.evaluate("() => { const s = document.querySelector('#col-split'); s.value = '20';"
+                  " s.dispatchEvent(new Event('input')); }")
+    clip = page.evaluate("document.querySelector('#col-after').style.clipPath")
+    assert clip.startswith("inset(") and "80%" in clip, clip
+    assert page.evaluate("document.querySelector('#col-divider').style.left") == "20%"

@@ -206,18 +206,26 @@ def test_models_are_classified_by_their_cards_task(tmp_path):
     from microforge.serve.tasks import DEPLOYMENT_NAMES, TASKS
     from microforge.trainers.workload import SERVE_TASKS
 
-    from .conftest import LEGACY_UNET, save_unet
+    from microforge.serve.colorization import load_colorizer
+
+    from .conftest import LEGACY_UNET, save_colorizer, save_unet
     from .tiny_generator import save_tiny_generator
 
     models = tmp_path / "models"
     shutil.copytree(LEGACY_UNET, models / "old")
     save_unet(models / "new")
     save_tiny_generator(models / "gans" / "g")
+    save_colorizer(models / "cyclegan")
     listed = {m["id"]: (m["type"], m["task"]) for m in list_models(models)}
     assert listed == {BUILTIN_ID: ("builtin", "detect"), "old": ("segmentation", "segment"),
-                      "new": ("segmentation", "segment"), "gans/g": ("generator", "generate")}
+                      "new": ("segmentation", "segment"), "gans/g": ("generator", "generate"),
+                      "cyclegan": ("colorizer", "colorize")}
     with pytest.raises(ModelError, match="not a detector"):
         load_detector(models, "gans/g")
+    for other in ("gans/g", "new", "old"):
+        with pytest.raises(ModelError, match="not a colorize artifact"):
+            load_colorizer(models, other)
+    assert load_colorizer(models, "cyclegan").info["invert_input"] is True
     # every model task of the table is a workload task; the config keys follow the table
     assert {t.name for t in TASKS if t.accepts} <= set(SERVE_TASKS)
     assert set(ServeConfig().deployments) == set(DEPLOYMENT_NAMES)
@@ -245,3 +253,46 @@ def test_serving_uses_the_artifacts_transform_and_eval_threshold(tmp_path):
     big = np.random.default_rng(0).integers(0, 65536, (40, 52), dtype=np.uint16)
     mask = segmentation_outputs(net.predict([big])[0], net.threshold, None)["mask"]
     assert np.array_equal(mask > 0, predict_masks(load_artifact(tmp_path / "new"), big)[0, 0] > 0)
+
+
+def test_colorize_images_reads_domain_a_pads_and_crops(tmp_path):
+    """colorize_images: gray, BGR, BGRA and 16-bit inputs meet as the unaligned reader's uint8
+    gray; invert_input is 255 - x; any size comes back the size it went in (reflect padding to
+    the size multiple, and up to twice it); a batch gives what single images give."""
+    from microforge.trainers.predict import colorize_images, gray_uint8
+    from microforge.trainers.registry import load_artifact
+
+    from .conftest import save_colorizer
+
+    save_colorizer(tmp_path / "c", invert_a=False)
+    artifact = load_artifact(tmp_path / "c")
+    generator, transform = artifact["generator_ab"], artifact.transform
+
+    def run(images, **kw):
+        return colorize_images(generator, transform, images, size_multiple=4, **kw)
+
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (13, 22, 3), dtype=np.uint8)
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    deep = gray.astype(np.uint16) * 257 + rng.integers(0, 100, gray.shape).astype(np.uint16)
+    assert np.array_equal(gray_uint8(deep), gray)  # /257, rounded
+    assert np.array_equal(gray_uint8(np.dstack([bgr, np.full(gray.shape, 7, np.uint8)])), gray)  # alpha ignored
+    outs = run([gray, bgr, deep, gray[:, :, None]])
+    assert all(o.shape == (13, 22, 3) and o.dtype == np.uint8 for o in outs)
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])
+    assert np.array_equal(run([gray], invert_input=True)[0], run([255 - gray])[0])
+    for shape in [(1, 1), (3, 5), (8, 8), (9, 31)]:
+        assert run([rng.integers(0, 256, shape, dtype=np.uint8)])[0].shape == (*shape, 3)
+    # a batch of several shapes (one forward pass each) gives what single images give
+    mixed = [gray, gray[:9, :10], bgr[:12, :20]]
+    for together, alone in zip(run(mixed), (run([m])[0] for m in mixed)):
+        assert np.abs(together.astype(int) - alone).max() <= 1
+    assert run([]) == []
+    with pytest.raises(ConfigError, match="8- or 16-bit"):
+        run([gray.astype(np.float32)])
+    with pytest.raises(ConfigError, match="shape"):
+        run([np.zeros((4, 4, 2), np.uint8)])
+    from microforge.trainers.cyclegan.model import ResnetGenerator
+
+    with pytest.raises(ConfigError, match="3 channels"):
+        colorize_images(ResnetGenerator(1, 1, 4, 1), transform, [gray])

@@ -10,7 +10,8 @@ const state = {
 
 // ================================================================ tabs, token, health ==========
 
-const TABS = ["synthesis", "inference", "generate", "preprocess", "timelapse", "live", "system"];  // generate: generate.js
+const TABS = ["synthesis", "inference", "generate", "colorize", "preprocess", "timelapse", "live", "system"];
+// generate: generate.js; colorize: colorize.js
 const onShow = {};  // tab -> function called each time it is shown
 
 function showTab(name) {
