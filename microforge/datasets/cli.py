@@ -7,6 +7,7 @@ import json
 
 from ..platform.cli import add_address_argument
 from .cars import cli as cars_cli
+from .embryo import cli as embryo_cli
 from .output_args import add_output_arguments, output_kwargs
 from .pipeline import cli as pipeline_cli
 from .unaligned import cli as unaligned_cli
@@ -34,6 +35,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     crystals.set_defaults(func=_synth_crystals)
     cars_cli.register(kinds)
     unaligned_cli.register(kinds)
+    embryo_cli.register(kinds)
 
     data = groups.add_parser("data", help="inspect and prepare datasets")
     data_cmds = data.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -41,6 +43,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     info.add_argument("path")
     info.set_defaults(func=_data_info)
     pipeline_cli.register(data_cmds)
+    embryo_cli.register_data(data_cmds)
 
 
 def _synth_crystals(args: argparse.Namespace) -> int:
