@@ -41,7 +41,8 @@ SERVE_TASKS = ("segment", "detect", "generate", "colorize")
 RECIPE_JOB_FIELDS = ("batch_size",)
 BUILTIN_WORKLOADS = ("microforge.trainers.unet.workload:DELINEATION",
                      "microforge.trainers.fastgan.workload:FASTGAN",
-                     "microforge.trainers.cyclegan.workload:CYCLEGAN")
+                     "microforge.trainers.cyclegan.workload:CYCLEGAN",
+                     "microforge.trainers.detector.workload:CRYSTALS")
 
 
 @dataclass(frozen=True)

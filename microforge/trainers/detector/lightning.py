@@ -1,0 +1,174 @@
+"""Crystal detector training: ``CrystalDetector`` as a LightningModule.
+
+Batches are the dense rows of :mod:`.data` (``image (B, 1, S, S)``, heatmap / regression targets,
+``boxes`` padded and ``n_boxes``). The loss is CenterNet's: the penalty-reduced focal loss on the
+heatmap (alpha 2, beta 4) normalised by the number of rods, plus L1 on log sizes, on
+``(cos 2θ, sin 2θ)`` and on the sub-cell offset at the centre cells. Validation decodes the maps
+(rotated NMS) and pools the matches of every rank into ``val_ap50`` (rotated IoU >= 0.5, area
+under the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95`` and
+``val_count_error`` (mean |detections - rods| / max(rods, 1) per window, detections scoring >= 0.3).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from microforge.platform.errors import ConfigError
+from microforge.trainers.lightning_import import pl
+from microforge.trainers.schedules import warmup_cosine_lambda
+
+from .metrics import average_precision, match_image
+from .model import detector_from_preset
+from .targets import DecodeSettings, decode_maps
+
+__all__ = ["COUNT_SCORE", "DetectorModule", "detector_loss", "focal_loss"]
+
+COUNT_SCORE = 0.3  # detections at or above this score count as rods (count error)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss, summed and divided by the number of peaks (>= 1)."""
+    prob = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    pos_loss = -torch.log(prob) * (1 - prob) ** alpha * pos
+    neg_loss = -torch.log(1 - prob) * prob ** alpha * (1 - target) ** beta * (1 - pos)
+    return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp_min(1.0)
+
+
+def detector_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+                  weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its parts ``heatmap, size, angle, offset``; ``weights`` scale size, angle, offset."""
+    mask = batch["reg_mask"].float()
+    n = mask.sum().clamp_min(1.0)
+    parts = {"heatmap": focal_loss(out["heatmap"], batch["heatmap"].float())}
+    for name in ("size", "angle", "offset"):
+        parts[name] = (F.l1_loss(out[name].float(), batch[name].float(), reduction="none") * mask).sum() / n
+    total = parts["heatmap"] + weights[0] * parts["size"] + weights[1] * parts["angle"] + weights[2] * parts["offset"]
+    return total, parts
+
+
+class DetectorModule(pl.LightningModule):
+    """Oriented-box crystal detector training.
+
+    Args:
+        preset: ``tiny``, ``small`` or ``standard`` (see ``DETECTOR_PRESETS``).
+        model_overrides: constructor arguments replacing the preset's.
+        image_size: training window side (recorded in the artifact).
+        lr, weight_decay, warmup_fraction, min_lr_ratio: AdamW with warm-up then cosine decay.
+        size_weight, angle_weight, offset_weight: weights of the regression losses.
+        max_boxes: boxes per window kept for validation AP (as the data pads them).
+
+    Raises:
+        ConfigError: an unknown preset or override, a value out of range, or an image size that is
+            not a multiple of the network's size multiple.
+    """
+
+    def __init__(self, preset: str = "tiny", model_overrides: dict[str, Any] | None = None, image_size: int = 256,
+                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_fraction: float = 0.05,
+                 min_lr_ratio: float = 0.01, size_weight: float = 1.0, angle_weight: float = 1.0,
+                 offset_weight: float = 1.0, max_boxes: int = 512) -> None:
+        super().__init__()
+        if lr <= 0 or weight_decay < 0 or not 0 <= warmup_fraction < 1 or not 0 <= min_lr_ratio <= 1:
+            raise ConfigError("DetectorModule: need lr > 0, weight_decay >= 0, warmup_fraction in [0, 1), "
+                              f"min_lr_ratio in [0, 1]; got {lr}, {weight_decay}, {warmup_fraction}, {min_lr_ratio}")
+        self.save_hyperparameters()
+        self.model = detector_from_preset(preset, **(model_overrides or {}))
+        if image_size % self.model.size_multiple:
+            raise ConfigError(f"image size {image_size} does not fit detector preset '{preset}': "
+                              f"use a multiple of {self.model.size_multiple}")
+        self._matches: list = []
+        self._count_errors: list[float] = []
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(x)
+
+    def example_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """A random batch of the training shape, for memory and speed probes."""
+        size, cells = self.hparams.image_size, self.hparams.image_size // self.model.stride
+        heat = torch.zeros(batch_size, 1, cells, cells)
+        heat[:, :, cells // 2, cells // 2] = 1.0
+        return {"image": torch.rand(batch_size, 1, size, size), "heatmap": heat, "reg_mask": heat.clone(),
+                **{k: torch.zeros(batch_size, 2, cells, cells) for k in ("size", "angle", "offset")}}
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict]:
+        out = self.model(batch["image"].float())
+        hp = self.hparams
+        loss, parts = detector_loss(out, batch, (hp.size_weight, hp.angle_weight, hp.offset_weight))
+        return out, loss, parts
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        _, loss, parts = self._loss(batch)
+        size = batch["image"].shape[0]
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=size)
+        self.log_dict({f"train_{k}": v for k, v in parts.items()}, on_step=False, on_epoch=True, sync_dist=True,
+                      batch_size=size)
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total < 2:
+            return {"optimizer": optimizer}
+        total = int(total)
+        warmup = min(round(hp.warmup_fraction * total), total - 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_lambda(warmup, total, hp.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._matches, self._count_errors, self._val_loss = [], [], []
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out, loss, _ = self._loss(batch)
+        self._val_loss.append((float(loss), batch["image"].shape[0]))
+        heat = torch.sigmoid(out["heatmap"].float()).cpu().numpy()
+        maps = {k: out[k].float().cpu().numpy() for k in ("size", "angle", "offset")}
+        gts, counts = batch["boxes"].cpu().numpy(), batch["n_boxes"].cpu().numpy()
+        for i in range(len(heat)):
+            boxes, scores = decode_maps(heat[i], maps["size"][i], maps["angle"][i], maps["offset"][i],
+                                        self.model.stride, DecodeSettings(score_threshold=0.05))
+            gt = gts[i, :int(counts[i])]
+            self._matches.append(match_image(boxes, scores, gt))
+            n_found = int((scores >= COUNT_SCORE).sum())
+            self._count_errors.append(abs(n_found - len(gt)) / max(len(gt), 1))
+
+    def on_validation_epoch_end(self) -> None:
+        # Matches are pooled over all ranks (AP is not a mean of per-rank APs): gather them.
+        gathered = [self._matches]
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, self._matches)
+        matches = [m for part in gathered for m in part]
+        if not matches:
+            return
+        ap = average_precision(matches)
+        sums = torch.tensor([sum(l * n for l, n in self._val_loss), sum(n for _, n in self._val_loss),
+                             float(np.sum(self._count_errors))], dtype=torch.float64, device=self.device)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        values = {"val_ap50": ap["ap50"], "val_ap50_95": ap["ap50_95"],
+                  "val_loss": float(sums[0] / sums[1].clamp_min(1)),
+                  "val_count_error": float(sums[2] / sums[1].clamp_min(1))}
+        self.log_dict(values, on_step=False, on_epoch=True, sync_dist=False)  # equal on all ranks already
+
+    # -- export --------------------------------------------------------------------------------
+
+    def export_components(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def export_preprocessing(self) -> dict[str, Any]:
+        return {
+            "channels": self.model.config["in_channels"],
+            "layout": "(B, 1, H, W) float32",
+            "size_multiple": self.model.size_multiple,
+            "image_size": self.hparams.image_size,
+            "stride": self.model.stride,
+            "output": "maps: heatmap logits, log(length), log(width), (cos 2θ, sin 2θ), offset",
+            "task": "oriented boxes (cx, cy, length, width, angle) of rod crystals",
+        }

@@ -1,0 +1,180 @@
+"""Crystal detector: geometry, network shapes, target encoding / decoding, augmentation, loss."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from microforge.datasets.obb import box_corners
+from microforge.datasets.rotated import rotated_iou, rotated_iou_matrix, rotated_nms
+from microforge.platform.errors import ConfigError
+from microforge.trainers import EpochBatches
+from microforge.trainers.detector.data import render_crystal_tiles
+from microforge.trainers.detector.lightning import DetectorModule
+from microforge.trainers.detector.model import HEADS, detector_from_preset
+from microforge.trainers.detector.predict import TilingSettings, detect_image
+from microforge.trainers.detector.targets import Augmentation, augment, decode_maps, encode_targets
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on 2 shared cores, a second spinning OpenMP thread costs 100x a step."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SMALL_CRYSTALS = {"width": 96, "height": 96, "n_rods_rng_lo_hi": [4, 10], "rod_len_px_lo_hi": [16, 48],
+                  "scalebar_enable": False}
+
+
+def random_boxes(n, size, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.uniform(8, size - 8, n), rng.uniform(8, size - 8, n), rng.uniform(16, 60, n),
+                     rng.uniform(2.5, 8, n), rng.uniform(-math.pi / 2, math.pi / 2, n)], axis=1)
+
+
+# -- rotated geometry ---------------------------------------------------------------------------
+
+
+def test_rotated_iou_known_cases():
+    assert rotated_iou((0, 0, 10, 2, 0.3), (0, 0, 10, 2, 0.3)) == pytest.approx(1.0)
+    assert rotated_iou((0, 0, 10, 2, 0.0), (5, 0, 10, 2, 0.0)) == pytest.approx(10 / 30)  # half overlap
+    assert rotated_iou((0, 0, 10, 2, 0.0), (100, 0, 10, 2, 0.0)) == 0.0
+    # a cross: two 10 x 2 rods at right angles share a 2 x 2 square
+    assert rotated_iou((0, 0, 10, 2, 0.0), (0, 0, 10, 2, math.pi / 2)) == pytest.approx(4 / 36)
+    # the same rod described with its angle turned by pi is the same rod
+    assert rotated_iou((3, 4, 20, 3, 0.2), (3, 4, 20, 3, 0.2 - math.pi)) == pytest.approx(1.0)
+    # square rotated 45 degrees inside a square: exact octagon area
+    inner = rotated_iou((0, 0, 2, 2, 0.0), (0, 0, 2, 2, math.pi / 4))
+    octagon = 8 * (math.sqrt(2) - 1)
+    assert inner == pytest.approx(octagon / (8 - octagon))
+    a, b = random_boxes(12, 64, 1), random_boxes(9, 64, 2)
+    matrix = rotated_iou_matrix(a, b)
+    assert matrix.shape == (12, 9)
+    assert matrix[3, 4] == pytest.approx(rotated_iou(a[3], b[4]))
+
+
+def test_rotated_nms_keeps_crossing_rods_and_drops_duplicates():
+    boxes = np.array([[50, 50, 40, 4, 0.0], [51, 50, 40, 4, 0.02], [50, 50, 40, 4, math.pi / 2]])
+    keep = rotated_nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5)
+    assert keep.tolist() == [0, 2]
+
+
+# -- network --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset, params", [("tiny", 91_063), ("small", 537_663), ("standard", 1_386_663)])
+def test_presets_parameter_counts_and_output_shapes(preset, params):
+    model = detector_from_preset(preset)
+    assert sum(p.numel() for p in model.parameters()) == params
+    out = model(torch.rand(2, 1, 64, 96))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {k: (2, c, 16, 24) for k, c in HEADS.items()}
+
+
+def test_bad_presets_and_sizes_are_config_errors():
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        detector_from_preset("tiyn")
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        DetectorModule(preset="tiny", image_size=72)
+
+
+# -- targets ---------------------------------------------------------------------------------------
+
+
+def test_decode_of_encoded_boxes_recovers_the_boxes():
+    boxes = random_boxes(25, 128)
+    targets = encode_targets(boxes, 128, 128, stride=4, max_boxes=64)
+    assert targets["heatmap"].shape == (1, 32, 32) and targets["n_boxes"] == 25
+    assert targets["reg_mask"].sum() == 25  # no two centres share a cell in this draw
+    found, scores = decode_maps(targets["heatmap"], targets["size"], targets["angle"], targets["offset"], 4)
+    assert len(found) == 25 and np.all(scores == 1.0)
+    iou = rotated_iou_matrix(found, boxes)
+    assert np.all(iou.max(axis=1) > 0.999)
+    assert sorted(iou.argmax(axis=1).tolist()) == list(range(25))
+    assert np.array_equal(targets["boxes"][:25], boxes.astype(np.float32))
+
+
+def _draw(boxes, size):
+    # OpenCV puts integer coordinates at pixel centres; boxes use pixel corners (centre = i + 0.5).
+    canvas = np.zeros((size, size), np.uint8)
+    for b in boxes:
+        cv2.fillPoly(canvas, [np.round((box_corners(*b) - 0.5) * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
+    return canvas
+
+
+def test_augmentation_moves_boxes_with_the_image():
+    boxes = random_boxes(6, 96, 3)
+    image = _draw(boxes, 96).astype(np.float32) / 255
+    geometric = Augmentation(brightness=0.0, contrast=0.0, blur_sigma=0.0)
+    seen = set()
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        out, moved = augment(image, boxes, rng, geometric)
+        drawn = _draw(moved, 96) > 127
+        pixels = out > 0.5
+        assert (drawn & pixels).sum() / (drawn | pixels).sum() > 0.97
+        assert np.all((moved[:, 4] >= -math.pi / 2) & (moved[:, 4] < math.pi / 2))
+        seen.add(out.tobytes())
+    assert len(seen) > 4  # flips and turns really vary
+
+
+# -- training ----------------------------------------------------------------------------------------
+
+
+def crystal_batches(n_batches, batch=4, seed=0, augmentation=False):
+    config = {"crystal": SMALL_CRYSTALS, "tile": {"image_size": 64, "max_boxes": 32}}
+    out = []
+    for b in range(n_batches):
+        arrays = render_crystal_tiles(config, seed, range(b * batch, (b + 1) * batch), augmentation=augmentation)
+        out.append({k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()})
+    return EpochBatches(lambda: iter(out), n_batches)
+
+
+def test_rendered_rows_are_dense_and_deterministic():
+    config = {"crystal": SMALL_CRYSTALS, "tile": {"image_size": 64, "max_boxes": 32}}
+    a = render_crystal_tiles(config, 0, [3, 4], augmentation=True)
+    b = render_crystal_tiles(config, 0, [3, 4], augmentation=True)
+    assert a["image"].shape == (2, 1, 64, 64) and a["image"].dtype == np.float32
+    assert a["heatmap"].shape == (2, 1, 16, 16) and a["boxes"].shape == (2, 32, 5)
+    assert a["n_boxes"].dtype == np.int64 and a["n_boxes"].min() >= 1
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def test_loss_falls_and_validation_logs_ap(tmp_path):
+    import pytorch_lightning as pl
+
+    torch.manual_seed(0)
+    module = DetectorModule(preset="tiny", image_size=64, max_boxes=32, lr=5e-3, warmup_fraction=0.0)
+    trainer = pl.Trainer(max_epochs=10, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         default_root_dir=tmp_path)
+    train = crystal_batches(1)
+
+    def loss():  # batch statistics (train mode), no update
+        with torch.no_grad():
+            return float(module.train()._loss(next(iter(train)))[1])
+
+    first = loss()
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=crystal_batches(1, batch=2, seed=1))
+    metrics = trainer.callback_metrics
+    for name in ("val_ap50", "val_ap50_95", "val_count_error", "val_loss", "train_loss", "train_heatmap"):
+        assert name in metrics and torch.isfinite(metrics[name]), name
+    assert 0.0 <= float(metrics["val_ap50"]) <= 1.0
+    assert loss() < 0.6 * first
+
+
+def test_tiled_detection_covers_a_large_image_once():
+    torch.manual_seed(0)
+    model = detector_from_preset("tiny").eval()
+    image = np.random.default_rng(0).integers(80, 110, (150, 230)).astype(np.uint8)
+    whole = detect_image(model, image, tiling=TilingSettings(tile=256, overlap=0))
+    tiled = detect_image(model, image, tiling=TilingSettings(tile=96, overlap=32))
+    for found in (whole, tiled):
+        assert found.boxes.shape[1] == 5 and len(found.boxes) == len(found.scores)
+        assert np.all(found.boxes[:, 0] < 230) and np.all(found.boxes[:, 1] < 150)
+    with pytest.raises(ConfigError, match="overlap"):
+        TilingSettings(tile=64, overlap=40)
