@@ -2,6 +2,7 @@
 
     python benchmarks/generate_images.py [--n 512] [--size 64] [--batch-size 16] [--workers 1 2] [--bits 8]
     python benchmarks/generate_images.py --gpus-per-worker 1 --workers 1 --n 20000 --batch-size 256
+    python benchmarks/generate_images.py --model runs/fastgan-.../model --n 128 --batch-size 8
 
 Saves a randomly initialised DCGAN-style generator (latent 64 -> transposed convolutions ->
 ``size`` x ``size``, one channel, ``tanh``) as a ``generate`` artifact, then runs the whole job
@@ -12,11 +13,15 @@ actor runs torch on one thread (Ray sets ``OMP_NUM_THREADS`` to its one CPU). Th
 second directories are compared byte for byte (they must be identical). The artifact names its
 class as ``generate_images:SmallGenerator``: Ray adds the script's directory to the workers'
 ``sys.path``.
+
+``--model ARTIFACT`` times a trained generator artifact instead (e.g. a FastGAN run's ``model``
+directory, whose default component is ``generator_ema``); ``--size`` is then ignored.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -58,6 +63,16 @@ def save_small_generator(directory: Path, size: int) -> None:
                   preprocessing={}, metrics={}, provenance={"benchmark": "generate_images"})
 
 
+def _model_generator(artifact: Path) -> tuple[str, nn.Module]:
+    """(component name, module) of the component ``microforge generate`` uses by default."""
+    from microforge.generate.job import choose_component
+    from microforge.trainers.registry import load_artifact
+
+    loaded = load_artifact(artifact)
+    name = choose_component(list(loaded.components), None)
+    return name, loaded[name].eval()
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -70,26 +85,35 @@ def main() -> None:
     parser.add_argument("--bits", type=int, choices=(8, 16), default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--gpus-per-worker", type=float, default=0)
+    parser.add_argument("--model", default=None, help="a generator artifact to time instead of the small one")
     args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     with tempfile.TemporaryDirectory() as tmp, ray_runtime(num_cpus=max(args.workers)):
         root = Path(tmp)
-        save_small_generator(root / "artifact", args.size)
-        params = sum(p.numel() for p in SmallGenerator(size=args.size).parameters())
-        print(f"generator: {params:,} parameters, {args.size}x{args.size} px, {args.bits}-bit PNG, "
-              f"batch {args.batch_size}, {args.n} images per run\n")
+        if args.model:
+            artifact, name, generator = Path(args.model), *_model_generator(Path(args.model))
+            with torch.no_grad():
+                side = generator(torch.zeros(1, *generator.latent_shape)).shape[-1]
+        else:
+            artifact, name, side = root / "artifact", "SmallGenerator", args.size
+            save_small_generator(artifact, args.size)
+            generator = SmallGenerator(size=args.size)
+        params = sum(p.numel() for p in generator.parameters())
+        print(f"generator: {name}, {params:,} parameters, {side}x{side} px, {args.bits}-bit PNG, "
+              f"batch {args.batch_size}, {args.n} images per run; load average {os.getloadavg()[0]:.1f} (1 min)\n")
         print(f"{'workers':>7} {'seconds':>8} {'images/s':>9} {'speed-up':>8}")
         first = None
         for workers in args.workers:
             out = root / f"out-{workers}"
-            summary = generate_dataset(root / "artifact", args.n, out, workers=workers, bits=args.bits,
+            summary = generate_dataset(artifact, args.n, out, workers=workers, bits=args.bits,
                                        batch_size=args.batch_size, gpus_per_worker=args.gpus_per_worker)
             rate = summary.images_per_second
             first = first or rate
             print(f"{workers:>7} {summary.seconds:>8.2f} {rate:>9.1f} {rate / first:>7.2f}x")
         if len(args.workers) > 1:
             same = _files(root / f"out-{args.workers[0]}") == _files(root / f"out-{args.workers[1]}")
-            print(f"\nbyte-identical with {args.workers[0]} and {args.workers[1]} workers: {same}")
+            print(f"\nload average {os.getloadavg()[0]:.1f} (1 min); byte-identical with {args.workers[0]} and {args.workers[1]} workers: {same}")
 
 
 if __name__ == "__main__":
