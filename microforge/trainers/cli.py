@@ -20,7 +20,7 @@ DEFAULT_EPOCHS = 20
 # The train command's own flags (dests); an options field may not reuse one.
 JOB_FLAGS = {"epochs", "steps", "every", "workers", "gpus_per_worker", "batch_size", "precision", "patience",
              "min_delta", "name", "resume", "out", "address", "describe", "func", "command", "group", "workload",
-             "verbose"}
+             "verbose", "data_workers"}
 # Epochs of a run bounded by --steps alone (the steps end it first).
 STEPS_EPOCH_CAP = 1_000_000
 
@@ -66,6 +66,9 @@ def _add_job_flags(parser: argparse.ArgumentParser, workload: Workload) -> None:
     parser.add_argument("--workers", type=int, default=None, help="data-parallel training workers (default 1)")
     parser.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default 0: CPU)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch per worker (default: a recommendation)")
+    parser.add_argument("--data-workers", type=int, default=None,
+                        help="render tasks at a time per training worker for data made each epoch (default: every "
+                             "CPU the training workers leave; benchmarks/feed_rate.py prints the number the step needs)")
     parser.add_argument("--precision", default="auto", help="auto, 32-true, 16-mixed or bf16-mixed")
     parser.add_argument("--patience", type=int, default=workload.early_stopping_patience,
                         help=f"early-stopping patience in reports of {workload.metric} (default "
@@ -104,6 +107,8 @@ def _resumed_job(args: argparse.Namespace, workload: Workload, given: dict[str, 
         job = replace(job, max_steps=args.steps)
     if args.batch_size is not None:
         job = replace(job, batch_size=args.batch_size)
+    if args.data_workers is not None:
+        job = replace(job, data_workers=args.data_workers)
     return job
 
 
@@ -130,7 +135,8 @@ def _new_job(args: argparse.Namespace, workload: Workload, given: dict[str, Any]
     cadence = replace(workload.cadence, every=args.every) if args.every else workload.cadence
     job = workload.job(options, epochs=args.epochs or (STEPS_EPOCH_CAP if args.steps else DEFAULT_EPOCHS),
                        runs_dir=args.out, name=args.name, scaling=Scaling.from_gpus(args.workers or 1, gpus),
-                       batch_size=batch_size, precision=args.precision, max_steps=args.steps, cadence=cadence)
+                       batch_size=batch_size, precision=args.precision, max_steps=args.steps, cadence=cadence,
+                       data_workers=args.data_workers)
     if args.patience and job.monitor == workload.metric:
         job = replace(job, early_stopping=EarlyStopping(patience=args.patience, min_delta=args.min_delta))
     return job

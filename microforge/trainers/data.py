@@ -17,7 +17,9 @@ A :class:`TrainingData` gives the launcher two kinds of split:
 
 In both cases the rendering runs as Ray Data tasks with their own CPU reservation
 (``cpus_per_task``), scheduled anywhere in the cluster, never in the training process, which only
-pulls finished batches (prefetched while it computes).
+pulls finished batches (prefetched while it computes). The worker reads per-epoch splits through
+an :class:`~microforge.trainers.feed.EpochFeed`, which starts the next epoch's dataset while the
+current epoch trains and caps the concurrent tasks at ``EpochContext.data_workers``.
 
 :class:`SyntheticData` implements this for any batch renderer ``render(config, seed, indices,
 **kwargs) -> dict[str, ndarray]``. Sample indices are laid out so that every sample is a pure
@@ -52,12 +54,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EpochContext:
-    """Where a per-epoch dataset is built: 0-based ``epoch`` of ``total_epochs``, worker ``rank`` of ``world_size``."""
+    """Where a per-epoch dataset is built: 0-based ``epoch`` of ``total_epochs``, worker ``rank`` of
+    ``world_size``; ``data_workers``: at most this many render/read tasks at a time (None: as many
+    as Ray Data schedules). A dataset's rows must not depend on ``data_workers``."""
 
     epoch: int
     total_epochs: int
     rank: int = 0
     world_size: int = 1
+    data_workers: int | None = None
 
 
 class TrainingData(Protocol):
@@ -113,6 +118,7 @@ def synthetic_dataset(
     kwargs: dict[str, Any] | None = None,
     rows_per_task: int = 16,
     cpus_per_task: float = 1.0,
+    data_workers: int | None = None,
 ) -> "ray.data.Dataset":
     """A lazy Ray Dataset of ``rows`` rendered samples, indices ``start, start + stride, ...``.
 
@@ -120,13 +126,17 @@ def synthetic_dataset(
         renderer: import path of ``render(config, seed, indices, **kwargs) -> dict`` (batch format).
         config, seed, kwargs: passed to the renderer.
         rows_per_task: samples per Ray Data task; cpus_per_task: CPUs each task reserves.
+        data_workers: at most this many render tasks at a time (None: as many as the CPUs allow).
+            The rows are the same bytes whatever the number.
     """
     import ray.data
 
+    compute = None if data_workers is None else ray.data.TaskPoolStrategy(size=int(data_workers))
     dataset = ray.data.range(rows, override_num_blocks=max(1, math.ceil(rows / rows_per_task))).map_batches(
         _render_rows,
         batch_size=rows_per_task,
         num_cpus=cpus_per_task,
+        compute=compute,
         fn_kwargs={"renderer": renderer, "config": config, "seed": seed, "start": start, "stride": stride,
                    "kwargs": dict(kwargs or {})},
     )
@@ -179,9 +189,11 @@ class SyntheticData:
     def describe(self) -> dict[str, Any]:
         return asdict(self)
 
-    def _dataset(self, rows: int, start: int, stride: int, kwargs: dict[str, Any]) -> "ray.data.Dataset":
+    def _dataset(self, rows: int, start: int, stride: int, kwargs: dict[str, Any],
+                 data_workers: int | None = None) -> "ray.data.Dataset":
         return synthetic_dataset(self.renderer, self.config, self.seed, rows, start=start, stride=stride,
-                                 kwargs=kwargs, rows_per_task=self.rows_per_task, cpus_per_task=self.cpus_per_task)
+                                 kwargs=kwargs, rows_per_task=self.rows_per_task, cpus_per_task=self.cpus_per_task,
+                                 data_workers=data_workers)
 
     def driver_datasets(self) -> dict[str, "ray.data.Dataset"]:
         if not self.val_samples:
@@ -200,7 +212,8 @@ class SyntheticData:
             raise ConfigError(f"SyntheticData regenerates only 'train' per epoch, not '{split}'")
         share = rank_indices(self.train_samples, ctx.rank, ctx.world_size)
         start = self.val_samples + ctx.epoch * self.train_samples + share.start
-        return self._dataset(len(share), start, share.step, self.train_kwargs(ctx.epoch, ctx.total_epochs))
+        return self._dataset(len(share), start, share.step, self.train_kwargs(ctx.epoch, ctx.total_epochs),
+                             ctx.data_workers)
 
     def rows_per_worker(self, split: str, world_size: int) -> int | None:
         if split == "train":
