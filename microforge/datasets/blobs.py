@@ -27,9 +27,11 @@ centre of pixel ``(row, col)`` is ``(col + 0.5, row + 0.5)``):
   ``polarity="dark"`` the clean image is inverted (dark dots on a bright field). Noise is then
   applied by :func:`microforge.datasets.noise.apply_noise` and the realised SNR recorded.
 
-Randomness: ``SeedSequence([seed, index])`` is spawned into three child streams, for the
-silhouette, the dots and the noise, so noise settings never change the shape or dots of a
-given ``(seed, index)``, and dot settings never change the shape.
+Randomness: ``SeedSequence([seed, index])`` is spawned into child streams for the silhouette,
+the dots and the noise, so noise settings never change the shape or dots of a given
+``(seed, index)``, and dot settings never change the shape; a fourth stream drives the wider
+randomisation of :mod:`microforge.datasets.blob_style` (all off by default; presets in
+:mod:`microforge.datasets.blob_presets`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, Optional
 
 import cv2
 import numpy as np
@@ -46,6 +48,7 @@ from pydantic import Field, field_validator, model_validator
 from microforge.platform.config import ConfigModel, FloatRange, IntRange
 from microforge.platform.errors import ConfigError
 
+from . import blob_style
 from .noise import NOISE_TYPES, apply_noise, resolve_noise_type, snr_db
 
 __all__ = ["RENDERER_VERSION", "BlobConfig", "BlobSample", "render_blob", "render_blob_batch"]
@@ -106,6 +109,22 @@ class BlobConfig(ConfigModel):
         "noise_scale fraction of each type's range (see microforge.datasets.noise)."
     )
     mixed_prob: float = Field(0.2, ge=0.0, le=1.0, description="Probability of compound ('mixed') noise.")
+    # Wider randomisation (microforge.datasets.blob_style); every default leaves renders unchanged.
+    dot_radius_relative: Optional[FloatRange] = Field(
+        None, description="Dot radius as a fraction of the silhouette's equivalent radius sqrt(area / pi); "
+        "replaces dot_radius (at least 0.5 px).")
+    dot_coverage: Optional[FloatRange] = Field(
+        None, description="Share of the silhouette area covered by dots; sets the dot count instead of 'dots'.")
+    dot_contrast: FloatRange = Field((1.0, 1.0), description="Per-image factor on the dots' height above the interior.")
+    background_range: Optional[FloatRange] = Field(None, description="Per-image background level (replaces background).")
+    texture: FloatRange = Field((0.0, 0.0), description="Std of a smooth random field added to the clean image.")
+    texture_length: FloatRange = Field((0.05, 0.25), description="Texture correlation length, fraction of the size.")
+    jaggedness: FloatRange = Field((0.0, 0.0), description="Largest radial dent/spike of the outline as a fraction "
+                                   "of its radius (harmonics 6-32; 0 = the smooth spline). The mask follows.")
+    blur: FloatRange = Field((0.0, 0.0), description="Gaussian blur sigma (px) of the clean image, before the noise.")
+    bit_depths: tuple[int, ...] = Field((), description="Percentile-normalise each noisy image and quantise it to "
+                                        "one of these bit depths (8, 16); empty: unquantised floats.")
+    percentile_clip: FloatRange = Field((0.5, 99.5), description="[p_lo, p_hi] percentiles of that normalisation.")
 
     @field_validator("control_points")
     @classmethod
@@ -134,6 +153,25 @@ class BlobConfig(ConfigModel):
     def _check_dot_intensity(cls, v: tuple[float, float]) -> tuple[float, float]:
         return _within(v, 0.0, 1.0, "dot_intensity")
 
+    @field_validator("dot_radius_relative", "dot_coverage")
+    @classmethod
+    def _check_relative(cls, v: Any) -> Any:
+        if v is not None and (v[0] <= 0 or v[1] > 0.8):
+            raise ValueError(f"must lie within (0, 0.8], got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_style(self) -> "BlobConfig":
+        for name, lo, hi in (("dot_contrast", 0.05, 4.0), ("background_range", 0.0, 1.0), ("texture", 0.0, 0.5),
+                             ("texture_length", 0.001, 1.0), ("jaggedness", 0.0, 0.4), ("blur", 0.0, 32.0),
+                             ("percentile_clip", 0.0, 100.0)):
+            value = getattr(self, name)
+            if value is not None:
+                _within(value, lo, hi, name)
+        if any(bits not in (8, 16) for bits in self.bit_depths):
+            raise ValueError(f"bit_depths may hold 8 and 16, got {list(self.bit_depths)}")
+        return self
+
     @field_validator("noise_types", mode="before")
     @classmethod
     def _check_noise_types(cls, v: Any) -> Any:
@@ -154,7 +192,8 @@ class BlobConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> "BlobConfig":
-        interior = self.background + self.fill_intensity
+        background = self.background_range[1] if self.background_range else self.background
+        interior = background + self.fill_intensity
         if interior > 1.0:
             raise ValueError(f"background + fill_intensity must be <= 1, got {interior:g}")
         if self.dot_intensity[0] <= interior:
@@ -162,7 +201,7 @@ class BlobConfig(ConfigModel):
                 f"dot_intensity {list(self.dot_intensity)} must be above background + fill_intensity "
                 f"({interior:g}) or the dots are invisible: raise dot_intensity or lower background/fill_intensity"
             )
-        if 2 * self.dot_radius[1] >= self.size:
+        if self.dot_radius_relative is None and 2 * self.dot_radius[1] >= self.size:
             raise ValueError(f"dot_radius {list(self.dot_radius)} does not fit an image of size {self.size}")
         return self
 
@@ -215,8 +254,10 @@ def _periodic_catmull_rom(knots: np.ndarray, values: np.ndarray, t: np.ndarray) 
     )
 
 
-def _silhouette(config: BlobConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Outline polygon ``(M, 2)`` and control points ``(n, 2)``, both ``(x, y)`` in pixels."""
+def _silhouette(config: BlobConfig, rng: np.random.Generator, jagged: float = 0.0,
+                style_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Outline polygon ``(M, 2)`` and control points ``(n, 2)``, both ``(x, y)`` in pixels; a
+    ``jagged`` outline is perturbed radially (draws from ``style_rng``)."""
     n = int(rng.integers(config.control_points[0], config.control_points[1] + 1))
     outer = rng.uniform(*config.shape_radius) * config.size / 2
     theta0 = rng.uniform(0.0, 2.0 * math.pi)
@@ -228,7 +269,10 @@ def _silhouette(config: BlobConfig, rng: np.random.Generator) -> tuple[np.ndarra
     samples = int(np.clip(math.ceil(2.0 * math.pi * outer), 64, 8192))
     t = theta0 + np.linspace(0.0, 2.0 * math.pi, samples, endpoint=False)
     # The spline may undershoot between control points; a positive floor keeps it around the centre.
-    r = np.maximum(_periodic_catmull_rom(knots, radii, t), 0.05 * outer)
+    r = _periodic_catmull_rom(knots, radii, t)
+    if jagged > 0:
+        r = r * blob_style.jagged_radii(t, jagged, style_rng)
+    r = np.maximum(r, 0.05 * outer)
     outline = np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
     points = np.stack([radii * np.cos(knots), radii * np.sin(knots)], axis=1)
 
@@ -236,7 +280,9 @@ def _silhouette(config: BlobConfig, rng: np.random.Generator) -> tuple[np.ndarra
     room = config.size - 2 * _EDGE_MARGIN
     scale = min(1.0, room / float((hi - lo).max()))
     lo, hi = lo * scale, hi * scale
-    offset = rng.uniform(_EDGE_MARGIN - lo, config.size - _EDGE_MARGIN - hi)
+    low, high = _EDGE_MARGIN - lo, config.size - _EDGE_MARGIN - hi
+    # A shape scaled to fill the room leaves a zero range, which rounding can make negative.
+    offset = rng.uniform(low, np.maximum(high, low))
     return outline * scale + offset, points * scale + offset
 
 
@@ -265,8 +311,7 @@ def _fill(outline: np.ndarray, size: int) -> np.ndarray:
 
 def _place_dots(config: BlobConfig, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``(n_dots, 4)`` float64 rows ``(x, y, radius, intensity)`` inside the mask."""
-    n = int(rng.integers(config.dots[0], config.dots[1] + 1))
-    radii = rng.uniform(*config.dot_radius, n)
+    n, radii = blob_style.dot_count_and_radii(config, mask, rng)
     intensity = rng.uniform(*config.dot_intensity, n)
 
     # Exact Euclidean distance to the outside, computed on the shape's bounding box grown by one
@@ -275,6 +320,9 @@ def _place_dots(config: BlobConfig, mask: np.ndarray, rng: np.random.Generator) 
     bx, by, bw, bh = cv2.boundingRect(mask)
     x0, y0 = max(bx - 1, 0), max(by - 1, 0)
     depth = cv2.distanceTransform(mask[y0 : by + bh + 1, x0 : bx + bw + 1], cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # OpenCV's precise distance transform differs between calls in the last bits (~5e-7):
+    # rounded, the depth threshold below picks the same pixels every time (renders stay pure).
+    depth = np.round(depth, 4)
     need = min(radii.max() + _DOT_MARGIN, float(depth.max()))
     region = depth >= need
     rows, cols = np.nonzero(region)
@@ -323,15 +371,18 @@ def _draw_dots(dots: np.ndarray, amplitude: np.ndarray, size: int) -> np.ndarray
     return layer
 
 
-def _compose(config: BlobConfig, mask: np.ndarray, dots: np.ndarray) -> np.ndarray:
-    interior = np.float32(config.background + config.fill_intensity)
-    clean = _draw_dots(dots, dots[:, 3] - interior, config.size)
+def _compose(config: BlobConfig, mask: np.ndarray, dots: np.ndarray, background: float, contrast: float) -> np.ndarray:
+    interior = np.float32(background + config.fill_intensity)
+    amplitude = dots[:, 3] - interior
+    if contrast != 1.0:
+        amplitude = amplitude * contrast
+    clean = _draw_dots(dots, amplitude, config.size)
     # Dots blend over the interior level; the mask factor keeps the outside at 0, then lifted to
     # the background (in place: fresh full-size temporaries cost more than the arithmetic).
     clean += interior
     clean *= mask
-    if config.background > 0:
-        np.maximum(clean, np.float32(config.background), out=clean)
+    if background > 0:
+        np.maximum(clean, np.float32(background), out=clean)
     if config.outline_intensity > 0:
         edge = mask > cv2.erode(mask, np.ones((3, 3), np.uint8))
         clean[edge] = np.maximum(clean[edge], np.float32(config.outline_intensity))
@@ -380,11 +431,19 @@ def render_blob(
     noise_scale = _check_override("noise_scale", noise_scale, config.noise_scale)
     mixed_prob = _check_override("mixed_prob", mixed_prob, config.mixed_prob)
 
-    shape_seq, dots_seq, noise_seq = np.random.SeedSequence([seed, index]).spawn(3)
-    outline, control_points = _silhouette(config, np.random.default_rng(shape_seq))
+    # A fourth child for the wider randomisation: children are keyed by position, so the first
+    # three streams are those of the reference recipe.
+    shape_seq, dots_seq, noise_seq, style_seq = np.random.SeedSequence([seed, index]).spawn(4)
+    styled = blob_style.style_enabled(config)
+    style_rng = np.random.default_rng(style_seq)
+    style = blob_style.draw_style(config, style_rng) if styled else {"background": config.background, "dot_contrast": 1.0}
+    outline, control_points = _silhouette(config, np.random.default_rng(shape_seq), style.get("jaggedness", 0.0),
+                                          style_rng)
     mask = _fill(outline, config.size)
     dots = _place_dots(config, mask, np.random.default_rng(dots_seq))
-    clean = _compose(config, mask, dots)
+    clean = _compose(config, mask, dots, style["background"], style["dot_contrast"])
+    if styled:
+        clean = blob_style.texture_and_blur(clean, style, style_rng)
     image, noise = apply_noise(
         clean, np.random.default_rng(noise_seq), config.noise_types, noise_scale=noise_scale, mixed_prob=mixed_prob
     )
@@ -401,6 +460,10 @@ def render_blob(
         "noise_scale": noise_scale,
         "mixed_prob": mixed_prob,
     }
+    if styled:
+        meta["style"] = style
+        if style["bit_depth"]:
+            image = blob_style.quantise(image, style["bit_depth"], *config.percentile_clip)
     return BlobSample(image, clean, mask, control_points, dots[:, :3].astype(np.float32), meta)
 
 

@@ -39,7 +39,10 @@ class Ingress:
         from .backend import Backend
 
         config = ServeConfig.from_settings(settings)
-        state = get_state(config.state_actor, initial_selection())
+        from .detection import default_detector
+
+        detector = default_detector(config.models_dir, config.default_models.get("detect"))
+        state = get_state(config.state_actor, initial_selection({"detect": detector}))
         await state.ping.remote()
         self.backend = Backend(config, handles, state)
 

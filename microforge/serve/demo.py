@@ -40,6 +40,9 @@ VAL_SAMPLES = 32
 LEARNING_RATE = 1e-2
 SECONDS_PER_EPOCH = 9.0  # rough CPU time of one epoch above (2 cores), to size the LR schedule
 RUNS_KEPT = 3
+# Wider recipe + random rescaling: the served demo model should hold on uploads that are not
+# its own renders (its card records the scale it works at; /predict resizes to it).
+BLOB_PRESET = "robust"
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,9 @@ def demo_model_ready(paths: DemoPaths) -> bool:
 
 
 def train_model(paths: DemoPaths, seconds: float) -> str:
-    """Train the tiny U-Net with the ``train delineation`` code path for about ``seconds`` and
-    export it straight to ``models/demo-unet``; returns a one-line summary."""
+    """Train the tiny U-Net on the ``robust`` blob recipe with the ``train delineation`` code
+    path for about ``seconds`` and export it straight to ``models/demo-unet``; returns a
+    one-line summary."""
     from microforge.trainers.cli import default_batch_size
     from microforge.trainers.launcher import launch
     from microforge.trainers.workload import get_workload
@@ -109,7 +113,7 @@ def train_model(paths: DemoPaths, seconds: float) -> str:
     workload = get_workload("delineation")
     job = workload.job(
         {"preset": UNET_PRESET, "image_size": UNET_SIZE, "train_samples": TRAIN_SAMPLES,
-         "val_samples": VAL_SAMPLES, "lr": LEARNING_RATE},
+         "val_samples": VAL_SAMPLES, "lr": LEARNING_RATE, "blob_preset": BLOB_PRESET},
         epochs=epochs,
         runs_dir=paths.runs,
         name=f"{MODEL_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -122,7 +126,9 @@ def train_model(paths: DemoPaths, seconds: float) -> str:
         raise ConfigError(f"training run {result.run_dir} exported no model")
     _prune_runs(paths.runs)
     dice = result.metrics.get("val_dice")
+    ood = result.metrics.get("val_ood_dice")
     score = f", val Dice {dice:.3f}" if isinstance(dice, (int, float)) else ""
+    score += f", out-of-recipe Dice {ood:.3f}" if isinstance(ood, (int, float)) else ""
     return (f"U-Net trained for {result.epochs_completed} epoch(s) in {result.seconds:.0f} s{score} "
             f"-> {result.artifact}")
 
@@ -144,6 +150,7 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, retrain: bool = False
 
     from .app import run_foreground
     from .config import ServeConfig
+    from .demo_detector import DETECTOR_NAME, ensure_demo_detector
 
     if train_seconds <= 0:
         raise ConfigError(f"--train-seconds must be > 0, got {train_seconds}")
@@ -152,6 +159,7 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, retrain: bool = False
     paths = demo_paths()
     config = ServeConfig.load({"host": host, "port": port, "data_root": str(paths.data_root),
                                "models_dir": str(paths.models_dir), "segmentation_model": MODEL_NAME,
+                               "default_models": {"detect": DETECTOR_NAME},
                                "state_actor": STATE_ACTOR}).resolved()
     if "RAY_ADDRESS" in os.environ:  # the demo is self-contained: never someone's cluster
         log.info("ignoring RAY_ADDRESS=%s: the demo runs on an embedded local Ray", os.environ["RAY_ADDRESS"])
@@ -165,6 +173,7 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, retrain: bool = False
             say("      " + train_model(paths, train_seconds))
         else:
             say(f"[2/3] reusing the last demo model {paths.model} (--retrain trains a new one)")
+        ensure_demo_detector(paths.models_dir, paths.runs, seconds=train_seconds, retrain=retrain, say=say)
         say("[3/3] starting Ray Serve with the API and the web GUI")
 
         def ready(url: str) -> None:

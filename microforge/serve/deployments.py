@@ -106,12 +106,12 @@ class SegmentationModel(_BatchedModels):
         except Exception as exc:  # noqa: BLE001 - warm-up is best effort
             log.warning("SegmentationModel: could not warm up model '%s': %s", model_id, exc)
 
-    def _predict(self, items: list[tuple[str, np.ndarray, str | None]]) -> list[dict[str, Any]]:
+    def _predict(self, items: list[tuple[str, np.ndarray, str | None, float | None]]) -> list[dict[str, Any]]:
         results: list[dict[str, Any] | None] = [None] * len(items)
         for model_id, indices in _by_model(items).items():
             start = time.perf_counter()
             net = self.cache.get(model_id)
-            probs = net.predict([items[i][1] for i in indices])
+            probs = net.predict([items[i][1] for i in indices], [items[i][3] for i in indices])
             seconds = time.perf_counter() - start
             for i, prob in zip(indices, probs):
                 results[i] = {**segmentation_outputs(prob, net.threshold, items[i][2]),
@@ -120,22 +120,24 @@ class SegmentationModel(_BatchedModels):
 
     # Defaults only: __init__ applies the configured size and wait.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def predict_batch(self, items: list[tuple[str, np.ndarray, str | None]]) -> list[dict[str, Any]]:
+    async def predict_batch(self, items: list[tuple[str, np.ndarray, str | None, float | None]]) -> list[dict[str, Any]]:
         self.batch_sizes[len(items)] += 1
         return await asyncio.to_thread(self._predict, items)
 
-    async def predict(self, model_id: str, image: np.ndarray, prob: str | None = None) -> dict[str, Any]:
+    async def predict(self, model_id: str, image: np.ndarray, prob: str | None = None,
+                      scale: float | None = None) -> dict[str, Any]:
         """``{mask, prob, stats, batch_size, model_info, infer_s}`` (see
         :func:`~microforge.serve.segmentation.segmentation_outputs`) for a gray (H, W) image of
-        any dtype the artifact's transform takes; ``prob`` (``u8``/``f32``) asks for the map."""
+        any dtype the artifact's transform takes; ``prob`` (``u8``/``f32``) asks for the map;
+        ``scale`` resizes the input by that factor instead of to the model's training scale."""
         await self._load(model_id)
-        return await self.predict_batch((model_id, image, prob))
+        return await self.predict_batch((model_id, image, prob, scale))
 
 
 
 @serve.deployment
 class Detector:
-    """Oriented-box detection with the built-in detector, a plugin or a segmentation artifact."""
+    """Oriented-box detection with a detector artifact, the built-in detector, a plugin or a segmentation artifact."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.models_dir = settings["models_dir"]

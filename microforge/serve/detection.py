@@ -1,5 +1,9 @@
-"""Oriented-box detection: the built-in contour detector, plugin folders, and segmentation
-artifacts (boxes around the mask's regions).
+"""Oriented-box detection: trained detector artifacts (task ``detect``, e.g. the ``crystals``
+workload), the built-in contour detector, plugin folders, and segmentation artifacts (boxes
+around the mask's regions).
+
+A detector artifact runs :func:`microforge.trainers.detector.predict.detect_image` (tiled for
+large images) with its card's transform, exactly as ``microforge eval crystals`` does.
 
 Detections are dicts ``{x, y, w, h, angle, confidence, class}``: centre ``(x, y)`` in pixels,
 ``w`` the side along ``angle``, ``h`` the other side, ``angle`` in radians in [-pi/2, pi/2).
@@ -19,7 +23,8 @@ import numpy as np
 
 from microforge.datasets.obb import normalise_angle
 
-from .discovery import BUILTIN_ID, PLUGIN_FILE, ModelError, resolve_model_folder
+from .discovery import BUILTIN_ID, PLUGIN_FILE, ModelError, ServedArtifact, load_served_artifact, newest_model, \
+    resolve_model_folder
 from .images import to_gray, to_uint8
 
 
@@ -128,8 +133,41 @@ def _load_plugin(folder: Path, model_id: str) -> Detector:
     return Detector({"id": model_id, "type": "plugin", "task": "detect", "name": folder.name}, run)
 
 
+def default_detector(models_dir: str | Path | None, configured: str | None = None) -> str:
+    """The detector a server selects at start: ``configured`` (``default_models.detect``), else
+    the newest detector artifact in ``models_dir``, else the built-in contour detector."""
+    if configured:
+        return configured
+    if models_dir is None:
+        return BUILTIN_ID
+    try:
+        return newest_model(models_dir, "detect") or BUILTIN_ID
+    except OSError:
+        return BUILTIN_ID
+
+
+def _load_artifact_detector(models_dir: str | Path, model_id: str) -> Detector:
+    """A trained oriented-box detector artifact (task ``detect``)."""
+    import torch
+
+    from microforge.trainers.detector.predict import detect_image, detections_as_dicts
+
+    artifact, device = load_served_artifact(models_dir, model_id, "detect")
+    served = ServedArtifact(model_id, artifact, device)
+    module = served.component("model")
+    module.eval()
+    info = served.describe(module, "detector", "detect")
+
+    def run(image: np.ndarray) -> list[dict[str, Any]]:
+        with torch.inference_mode():
+            found = detect_image(module, image, transform=artifact.transform)
+        return detections_as_dicts(found)
+
+    return Detector(info, run)
+
+
 def load_detector(models_dir: str | Path, model_id: str) -> Detector:
-    """The detector named ``model_id`` (built-in, plugin folder or segmentation artifact).
+    """The detector named ``model_id`` (built-in, plugin folder, detector or segmentation artifact).
 
     Raises:
         PathRejected, NotFound, ModelError: see :func:`~microforge.serve.discovery.resolve_model_folder`;
@@ -140,6 +178,8 @@ def load_detector(models_dir: str | Path, model_id: str) -> Detector:
     folder, info = resolve_model_folder(models_dir, model_id)
     if info["type"] == "plugin":
         return _load_plugin(folder, model_id)
+    if info["task"] == "detect":
+        return _load_artifact_detector(models_dir, model_id)
     if info["task"] != "segment":
         raise ModelError(f"model '{model_id}' is a {info['type']} ({info['task']}) model, not a detector")
     from .segmentation import load_segmentation

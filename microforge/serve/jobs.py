@@ -87,7 +87,8 @@ def _histogram(values: list[float], edges: np.ndarray) -> dict[str, list[float]]
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-time means, standard deviations and 20-bin histograms (common edges across times)."""
+    """Per-time counts, means, medians, standard deviations and 20-bin histograms (common edges
+    across times)."""
     ok = [r for r in rows if "stats" in r]
     edges = {}
     for key, list_key in STAT_KEYS:
@@ -102,6 +103,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for key, list_key in STAT_KEYS:
             values = [v for r in frames for v in r["stats"][list_key]]
             entry[f"mean_{key}"] = float(np.mean(values)) if values else 0.0
+            entry[f"median_{key}"] = float(np.median(values)) if values else 0.0
             entry[f"std_{key}"] = float(np.std(values)) if values else 0.0
             entry[f"hist_{key}"] = _histogram(values, edges[key])
         per_time.append(entry)

@@ -44,17 +44,20 @@ class SegmentationNet(ServedArtifact):
     @property
     def info(self) -> dict[str, Any]:
         return {**self.describe(self.module, "segmentation", "segment"),
-                "image_size": self.preprocessing.get("image_size"), "threshold": self.threshold}
+                "image_size": self.preprocessing.get("image_size"), "threshold": self.threshold,
+                "scale": self.preprocessing.get("scale")}
 
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Probabilities (float32 (H, W) in [0, 1]) of gray (H, W) images of any dtype the
-        artifact's transform takes."""
+    def predict(self, images: list[np.ndarray], scales: list[float | None] | None = None) -> list[np.ndarray]:
+        """Probabilities (float32 (H, W) in [0, 1], each the size of its image) of gray (H, W)
+        images of any dtype the artifact's transform takes, resized to the model's training scale
+        (the card's ``scale``) or by the given factor per image."""
         from microforge.platform.errors import ConfigError
         from microforge.trainers.predict import segment_probabilities
 
         try:
             return segment_probabilities(self.module, self.artifact.transform, images,
-                                         size_multiple=self.size_multiple)
+                                         size_multiple=self.size_multiple, preprocessing=self.preprocessing,
+                                         scale=scales)
         except ConfigError as exc:
             raise ModelError(f"model '{self.model_id}': {exc}") from None
 

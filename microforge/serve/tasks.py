@@ -57,7 +57,7 @@ TASKS: tuple[ServeTask, ...] = (
     ServeTask("segment", "SegmentationModel", ("delineation",), accepts=("segment",), artifact_type="segmentation",
               role="segmentation", loaded_key="segmentation_loaded", batched=True),
     ServeTask("detect", "Detector", ("detection", "timelapse", "live"), accepts=("detect", "segment"),
-              role="detector", loaded_key="detectors_loaded", default_model=BUILTIN_ID),
+              artifact_type="detector", role="detector", loaded_key="detectors_loaded", default_model=BUILTIN_ID),
     ServeTask("generate", "GeneratorModel", ("generation",), accepts=("generate",), artifact_type="generator",
               role="generator", loaded_key="generators_loaded", batched=True),
     ServeTask("colorize", "ColorizerModel", ("colorization",), accepts=("colorize",), artifact_type="colorizer",
@@ -90,6 +90,8 @@ def tasks_taking(model_task: str) -> list[ServeTask]:
     return [task for task in TASKS if model_task in task.accepts]
 
 
-def initial_selection() -> dict[str, str | None]:
-    """The model selection the state actor starts with: each role's default model."""
-    return {task.role: task.default_model for task in TASKS if task.role}
+def initial_selection(defaults: dict[str, str | None] | None = None) -> dict[str, str | None]:
+    """The model selection the state actor starts with: per role, the model ``defaults`` (by
+    task) names, else the task's own default model."""
+    defaults = defaults or {}
+    return {task.role: defaults.get(task.name) or task.default_model for task in TASKS if task.role}

@@ -4,8 +4,10 @@ Each function takes the artifact's :class:`~microforge.platform.transforms.Trans
 image becomes the same model input wherever it is predicted, and a generated image the same bytes
 wherever it is generated.
 
-* ``segment``: :func:`segment_probabilities`: any dtype the transform takes, padded to the
-  network's size multiple, one forward pass per image shape, probabilities cropped back.
+* ``segment``: :func:`segment_probabilities`: any dtype the transform takes, resized to the
+  scale the model was trained at (:func:`input_scale`: recorded in the artifact, or given),
+  padded to the network's size multiple, one forward pass per image shape (overlapping blended
+  tiles for large images), probabilities cropped and resized back to the input's size.
 * ``generate``: :func:`generate_images`: the generator component exposes ``latent_shape``; the
   latent of image ``i`` is drawn from ``torch.Generator().manual_seed(seeds[i])`` on the CPU, so an
   image is a pure function of (artifact, seed, truncation) on any device and in any batch.
@@ -24,7 +26,8 @@ past 4 fewer than 1 value in 15,000 is redrawn, so a larger T is almost surely a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+import math
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -35,42 +38,137 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["MAX_TRUNCATION", "MIN_TRUNCATION", "check_truncation", "colorize_images", "generate_images",
-           "gray_uint8", "latents", "segment_probabilities"]
+           "gray_uint8", "input_scale", "latents", "segment_probabilities"]
 
 MIN_TRUNCATION = 0.05
 MAX_TRUNCATION = 4.0
+MIN_SCALE, MAX_SCALE = 0.01, 16.0  # input resize factors segmentation accepts
+TILE_BATCH = 8  # tiles per forward pass
 
 
 def _device(module: "torch.nn.Module") -> "torch.device":
     return next(module.parameters()).device
 
 
-def segment_probabilities(model: "torch.nn.Module", transform: Transform, images: Sequence[np.ndarray], *,
-                          size_multiple: int = 1) -> list[np.ndarray]:
-    """Foreground probabilities (float32 ``(H, W)``) of gray ``(H, W)`` images.
+def input_scale(shape: tuple[int, ...], preprocessing: Mapping[str, Any] | None, scale: float | None = None) -> float:
+    """The factor an image of ``shape`` is resized by before the network.
 
-    Images of one shape run as one batch; each is edge-padded to ``size_multiple`` and cropped back.
+    An explicit ``scale`` wins. Otherwise an artifact that records its training scale
+    (``preprocessing["scale"]["image_size"]``) sees inputs at its training field of view: the
+    longer side resized to the training image size. Artifacts without one run at the input's
+    resolution (factor 1), as before scales were recorded.
 
     Raises:
-        ConfigError: an image that is not 2-D, or a dtype/range the transform rejects.
+        ConfigError: a scale that is not a positive finite number.
     """
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(scale) or not MIN_SCALE <= scale <= MAX_SCALE:
+            raise ConfigError(f"scale must be a number in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {scale!r}")
+        return float(scale)
+    recorded = (preprocessing or {}).get("scale") or {}
+    if recorded.get("image_size"):
+        return float(recorded["image_size"]) / max(shape)
+    return 1.0
+
+
+def _resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if array.shape == shape:
+        return array
+    shrink = shape[0] * shape[1] < array.shape[0] * array.shape[1]
+    return cv2.resize(array, (shape[1], shape[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _tile_starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def _ramp(tile: int, overlap: int) -> np.ndarray:
+    """Blend weights along one tile side: rising over ``overlap`` px from each edge, never 0."""
+    edge = np.minimum(np.arange(tile) + 1, np.arange(tile)[::-1] + 1).astype(np.float32)
+    return np.minimum(edge / max(overlap, 1), 1.0)
+
+
+def _forward(model: "torch.nn.Module", batch: np.ndarray, size_multiple: int) -> np.ndarray:
+    """Probabilities of ``(B, H, W)`` float inputs, each edge-padded to ``size_multiple``."""
     import torch
 
+    h, w = batch.shape[1:]
+    padded = np.pad(batch, ((0, 0), (0, -h % size_multiple), (0, -w % size_multiple)), mode="edge")
+    x = torch.from_numpy(np.ascontiguousarray(padded, np.float32)).unsqueeze(1).to(_device(model))
+    with torch.inference_mode():
+        return torch.sigmoid(model(x).float())[:, 0, :h, :w].cpu().numpy()
+
+
+def _tiled(model: "torch.nn.Module", image: np.ndarray, tile: int, size_multiple: int) -> np.ndarray:
+    """Probabilities of one large image from overlapping ``tile`` x ``tile`` windows (a quarter
+    overlap), each weighted by a ramp that fades at its edges, where a network sees the least."""
+    h, w = image.shape
+    th, tw = min(tile, h), min(tile, w)
+    overlap = tile // 4
+    ys, xs = _tile_starts(h, th, th - overlap), _tile_starts(w, tw, tw - overlap)
+    weight = _ramp(th, overlap)[:, None] * _ramp(tw, overlap)[None, :]
+    total = np.zeros((h, w), np.float32)
+    norm = np.zeros((h, w), np.float32)
+    corners = [(y, x) for y in ys for x in xs]
+    for k in range(0, len(corners), TILE_BATCH):
+        chunk = corners[k:k + TILE_BATCH]
+        probs = _forward(model, np.stack([image[y:y + th, x:x + tw] for y, x in chunk]), size_multiple)
+        for (y, x), prob in zip(chunk, probs):
+            total[y:y + th, x:x + tw] += prob * weight
+            norm[y:y + th, x:x + tw] += weight
+    return total / norm
+
+
+def segment_probabilities(model: "torch.nn.Module", transform: Transform, images: Sequence[np.ndarray], *,
+                          size_multiple: int = 1, preprocessing: Mapping[str, Any] | None = None,
+                          scale: float | None | Sequence[float | None] = None,
+                          tile: int | None = None) -> list[np.ndarray]:
+    """Foreground probabilities (float32 ``(H, W)``, the input's own size) of gray ``(H, W)`` images.
+
+    Each image goes through ``transform``, is resized by :func:`input_scale` (an explicit
+    ``scale``, one for all or one per image, else the training scale the artifact's
+    ``preprocessing`` records, else 1), run through the network and resized back. Resized
+    images of one shape run as one batch, edge-padded to ``size_multiple`` and cropped back; a
+    resized image with a side above ``tile`` (default: 4x the recorded training size; artifacts
+    without one never tile, as before) runs as overlapping tiles of that side, blended (see
+    :func:`_tiled`); ``tile=0`` never tiles.
+
+    Raises:
+        ConfigError: an image that is not 2-D, a bad scale, or a dtype/range the transform rejects.
+    """
+    scales = list(scale) if isinstance(scale, (list, tuple)) else [scale] * len(images)
+    if len(scales) != len(images):
+        raise ConfigError(f"{len(scales)} scales for {len(images)} images")
+    recorded = (preprocessing or {}).get("scale") or {}
+    if tile is None:
+        tile = 4 * int(recorded.get("image_size") or 0)
+    tile = max(tile + -tile % size_multiple, size_multiple) if tile else 0
     out: list[np.ndarray | None] = [None] * len(images)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
+    inputs: dict[int, np.ndarray] = {}
+    by_shape: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
         if np.ndim(image) != 2 or 0 in np.shape(image):
             raise ConfigError(f"segmentation takes gray (H, W) images, got shape {np.shape(image)}")
-        by_shape.setdefault(np.shape(image), []).append(i)
-    device = _device(model)
-    for (h, w), indices in by_shape.items():
-        ph, pw = -h % size_multiple, -w % size_multiple
-        batch = np.stack([np.pad(transform.apply(images[i]), ((0, ph), (0, pw)), mode="edge") for i in indices])
-        x = torch.from_numpy(batch).unsqueeze(1).to(device)
-        with torch.inference_mode():
-            probs = torch.sigmoid(model(x).float())[:, 0, :h, :w].cpu().numpy()
+        factor = input_scale(np.shape(image), preprocessing, scales[i])
+        h, w = np.shape(image)
+        shape = (max(1, round(h * factor)), max(1, round(w * factor)))
+        inputs[i] = _resize(transform.apply(image), shape)
+        if tile and max(shape) > tile:
+            out[i] = _tiled(model, inputs.pop(i), tile, size_multiple)
+        else:
+            by_shape.setdefault(shape, []).append(i)
+    for indices in by_shape.values():
+        probs = _forward(model, np.stack([inputs[i] for i in indices]), size_multiple)
         for i, prob in zip(indices, probs):
-            out[i] = prob.astype(np.float32)
+            out[i] = prob
+    for i, image in enumerate(images):
+        out[i] = np.clip(_resize(out[i], np.shape(image)), 0.0, 1.0).astype(np.float32)  # type: ignore[arg-type]
     return out  # type: ignore[return-value]
 
 

@@ -68,9 +68,34 @@ def save_colorizer(directory: Path, invert_a: bool = True, width: int = 4, seed:
                   metrics={"val_fd": 1.0}, provenance={"test": True})
 
 
+CRYSTAL_DETECTOR = "crystals/tiny"
+
+
+def save_crystal_detector(directory: Path, seed: int = 0, heatmap_bias: float = 1.0) -> None:
+    """A tiny, untrained ``crystals`` detector artifact (task ``detect``). Its heatmap bias is
+    raised so that it reports boxes (the trained prior, sigmoid(-2.19) = 0.1, is near the
+    decoder's threshold): an output to compare, not a good detector."""
+    import torch
+
+    from microforge.platform.artifact import ComponentWeights, save_artifact
+    from microforge.platform.imports import object_path
+    from microforge.trainers.detector import detector_from_preset
+    from microforge.trainers.detector.workload import CRYSTALS
+
+    torch.manual_seed(seed)
+    model = detector_from_preset("tiny")
+    with torch.no_grad():
+        model.heads["heatmap"][-1].bias.fill_(heatmap_bias)
+    save_artifact(directory, {"model": ComponentWeights(object_path(type(model)), model.config, model.state_dict())},
+                  workload=CRYSTALS.name, task=CRYSTALS.serve_task, transform=dict(CRYSTALS.transform),
+                  preprocessing={"image_size": 64, "size_multiple": model.size_multiple}, metrics={"val_ap50": 0.0},
+                  provenance={"test": True})
+
+
 def make_models_dir(models: Path) -> None:
     """The legacy (format 1) U-Net, a tiny U-Net artifact (the newest segmentation model), a tiny
-    generator, a tiny CycleGAN colorizer (trained on inverted A), a working plugin and a broken one."""
+    generator, a tiny CycleGAN colorizer (trained on inverted A), a tiny crystal detector, a
+    working plugin and a broken one."""
     import os
     import shutil
 
@@ -81,6 +106,7 @@ def make_models_dir(models: Path) -> None:
     save_tiny_generator(models / "gan" / "tiny")
     save_colorizer(models / "cyclegan" / "tiny")
     save_unet(models / "unet-tiny")
+    save_crystal_detector(models / CRYSTAL_DETECTOR)
     (models / "plugins" / "fixed-rod").mkdir(parents=True)
     (models / "plugins" / "fixed-rod" / "model.py").write_text(textwrap.dedent("""
         def load():
@@ -121,6 +147,9 @@ def app_config(tmp: Path, port: int, state_actor: str):
         "data_root": str(tmp / "data"), "models_dir": str(tmp / "models"),
         "cors_origins": [ALLOWED_ORIGIN], "state_actor": state_actor, "api_token": TOKEN,
         "synth_workers": 1, "timelapse_workers": 1,
+        # The untrained crystal detector above would otherwise be the default (the newest detector
+        # artifact); the tests that use the default detector expect the contour detector's boxes.
+        "default_models": {"detect": "builtin:contours"},
         "limits": {"max_upload_bytes": 2 << 20, "max_request_bytes": 8 << 20, "max_folder_files": 20,
                    "max_image_side": 1024, "max_image_pixels": 1024 * 1024, "max_preview_pixels": 512 * 512,
                    "max_bulk_rows": 8, "max_batch_images": 200, "max_generate_images": 16,

@@ -151,6 +151,26 @@ def test_predict_16bit_gives_the_eval_mask(client, serve_app):
     assert np.array_equal(served, expected)
 
 
+def test_predict_scale_resizes_the_input_and_returns_the_mask_at_upload_size(client, serve_app):
+    """?scale= resizes the upload before the network (the same segment_probabilities as eval);
+    the mask and probabilities come back at the upload's size."""
+    from microforge.serve.segmentation import load_segmentation
+
+    image = np.random.default_rng(1).integers(0, 255, (80, 120), dtype=np.uint8)
+    net = load_segmentation(serve_app.models_dir, "unet-tiny")
+    assert net.info["scale"] is None  # an artifact without a recorded scale: factor 1 unless asked
+    half = net.predict([image], [0.5])[0]
+    assert half.shape == (80, 120) and not np.allclose(half, net.predict([image])[0], atol=1e-6)
+    body = ok(client.post("/predict/json", params={"scale": 0.5, "values": True},
+                          files={"file": ("x.png", png_bytes(image), "image/png")}))
+    assert body["stats"]["height"] == 80 and body["stats"]["width"] == 120
+    np.testing.assert_allclose(np.array(body["prob_values"]), half, atol=1e-5)
+    r = client.post("/predict", params={"scale": 0.5}, files={"file": ("x.png", png_bytes(image), "image/png")})
+    mask = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (80, 120) and np.mean((mask > 0) == (half > net.threshold)) > 0.999
+    fails(client.post("/predict", params={"scale": 0}, files={"file": ("x.png", png_bytes(image), "image/png")}), 422)
+
+
 def test_legacy_artifact_serves_its_reference_probabilities(client):
     from .conftest import LEGACY_LOGITS
 
@@ -499,6 +519,81 @@ def test_inference_with_builtin_plugin_and_unet(client, rods_upload):
     assert compare["original"]["stats"]["count"] == 3 and "stats" in compare["processed"]
     assert client.get(compare["processed"]["overlay_url"]).status_code == 200
     ok(client.post("/load_model", json={"model_id": "builtin:contours"}))
+
+
+def crystal_frames(counts: list[int], seed: int = 3) -> list[np.ndarray]:
+    """A rendered growth series: frame i has exactly ``counts[i]`` rods (small canvas, no scale bar)."""
+    from microforge.datasets.crystals import render_crystal
+
+    config = {"width": 128, "height": 96, "rod_len_px_lo_hi": [20, 48], "scalebar_enable": False,
+              "fused_enable": False}
+    return [render_crystal({**config, "n_rods_rng_lo_hi": [n, n], "stage_lambda_range": [0.1 * 3 ** i] * 2},
+                           seed, 0).image for i, n in enumerate(counts)]
+
+
+def offline_detections(serve_app, model_id: str, image: np.ndarray) -> list[dict]:
+    """What ``microforge eval crystals`` finds: the artifact's model through ``detect_image``."""
+    import torch
+
+    from microforge.trainers import load_artifact
+    from microforge.trainers.detector.predict import detect_image, detections_as_dicts
+
+    torch.set_num_threads(1)
+    artifact = load_artifact(serve_app.models_dir / model_id)
+    return detections_as_dicts(detect_image(artifact["model"], image, transform=artifact.transform))
+
+
+def same_detections(got: list[dict], want: list[dict]) -> bool:
+    order = lambda d: (round(d["x"], 2), round(d["y"], 2))  # noqa: E731
+    return len(got) == len(want) and all(
+        g["class"] == w["class"] and all(math.isclose(g[k], w[k], rel_tol=1e-4, abs_tol=1e-3)
+                                         for k in ("x", "y", "w", "h", "angle", "confidence"))
+        for g, w in zip(sorted(got, key=order), sorted(want, key=order)))
+
+
+def test_crystal_detector_artifact_serves_what_detect_image_finds_offline(client, serve_app):
+    from .conftest import CRYSTAL_DETECTOR
+
+    listed = {m["id"]: m for m in ok(client.get("/available_models", params={"task": "detect"}))["models"]}
+    assert (listed[CRYSTAL_DETECTOR]["type"], listed[CRYSTAL_DETECTOR]["workload"]) == ("detector", "crystals")
+    image = crystal_frames([6])[0]
+    name = ok(client.post("/upload", files={"file": ("crystal.png", png_bytes(image), "image/png")}))["name"]
+    body = ok(client.post("/inference", json={"image_name": name, "model_id": CRYSTAL_DETECTOR}))
+    want = offline_detections(serve_app, CRYSTAL_DETECTOR, image)
+    assert want and same_detections(body["detections"], want)
+    assert body["stats"]["count"] == len(want)
+    info = body["model_info"]
+    assert (info["id"], info["type"], info["task"], info["workload"]) == (CRYSTAL_DETECTOR, "detector", "detect",
+                                                                          "crystals")
+    assert info["transform"]["name"] == "unit_range" and client.get(body["overlay_url"]).status_code == 200
+    # the server's default stays what its config names (here the contour detector)
+    assert ok(client.get("/available_models"))["selected"]["detector"] == "builtin:contours"
+
+
+def test_timelapse_with_the_crystal_detector_reports_its_counts_and_medians(client, serve_app):
+    """Each frame of a rendered growth series analysed by the chosen detector, exactly as offline."""
+    from .conftest import CRYSTAL_DETECTOR
+
+    frames = crystal_frames([3, 5, 8])
+    files = [("files", (f"frame_{i}.png", png_bytes(f), "image/png")) for i, f in enumerate(frames)]
+    path = ok(client.post("/outputs_upload_folder", files=files, data={"folder": "crystal-growth"}))["dataset_path"]
+    start = ok(client.post("/outputs_run_batch_start", json={"dataset_path": path, "model_folder": CRYSTAL_DETECTOR}))
+    assert start["model_id"] == CRYSTAL_DETECTOR
+
+    def finished():
+        status = ok(client.get("/outputs_run_batch_status", params={"job_id": start["job_id"]}))
+        return status if status["status"] != "running" else None
+
+    assert wait_for(finished, timeout=180, interval=1.0)["status"] == "done"
+    per_time = ok(client.get("/outputs_run_batch_result", params={"job_id": start["job_id"]}))["per_time"]
+    assert [p["time"] for p in per_time] == [0.0, 1.0, 2.0]
+    for entry, frame in zip(per_time, frames):
+        want = offline_detections(serve_app, CRYSTAL_DETECTOR, frame)
+        lengths = [max(d["w"], d["h"]) for d in want]
+        widths = [min(d["w"], d["h"]) for d in want]
+        assert entry["count"] == len(want) > 0
+        assert entry["median_length"] == pytest.approx(float(np.median(lengths)), rel=1e-4)
+        assert entry["median_width"] == pytest.approx(float(np.median(widths)), rel=1e-4)
 
 
 # --- synthesis -------------------------------------------------------------------------------------

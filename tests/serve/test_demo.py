@@ -59,7 +59,7 @@ def test_demo_renders_trains_serves_and_stops_on_ctrl_c(tmp_path, unused_port):
     reader.start()
     spawned: set[int] = set()
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 420  # two tiny models train first (U-Net, crystal detector)
         url = None
         while url is None:
             assert process.poll() is None, "".join(lines)
@@ -74,8 +74,11 @@ def test_demo_renders_trains_serves_and_stops_on_ctrl_c(tmp_path, unused_port):
         assert page.status_code == 200 and "<title>microforge</title>" in page.text
         demo = httpx.get(f"{url}demo", params={"seed": 1}, timeout=120).json()
         assert demo["ok"] and demo["model_info"]["id"] == "demo-unet", demo
-        models = httpx.get(f"{url}available_models", timeout=30).json()["models"]
-        assert "demo-unet" in {m["id"] for m in models}
+        listed = httpx.get(f"{url}available_models", timeout=30).json()
+        types = {m["id"]: m["type"] for m in listed["models"]}
+        assert types["demo-unet"] == "segmentation" and types["demo-crystal-detector"] == "detector"
+        # The Inference and Time-lapse tabs start on the trained crystal detector, not the contours.
+        assert listed["selected"]["detector"] == "demo-crystal-detector"
         spawned = own_processes(process.pid)
         assert spawned, "the demo started no Ray processes"
     finally:
@@ -103,3 +106,7 @@ def test_demo_renders_trains_serves_and_stops_on_ctrl_c(tmp_path, unused_port):
     demo_dir = home / "demo"
     assert json.loads((demo_dir / "data" / "datasets" / "demo-crystals" / "dataset.json").read_text())
     assert (demo_dir / "models" / "demo-unet" / "model.json").is_file()
+    assert (demo_dir / "models" / "demo-crystal-detector" / "model.json").is_file()
+    card = json.loads((demo_dir / "models" / "demo-unet" / "model.json").read_text())
+    assert card["provenance"]["options"]["blob_preset"] == "robust"  # the served demo model holds off-recipe
+    assert card["preprocessing"]["scale"]["image_size"] == 64

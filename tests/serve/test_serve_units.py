@@ -231,6 +231,34 @@ def test_models_are_classified_by_their_cards_task(tmp_path):
     assert set(ServeConfig().deployments) == set(DEPLOYMENT_NAMES)
 
 
+def test_a_crystals_artifact_is_a_detector_and_the_newest_one_is_the_default(tmp_path):
+    """Listed as ``detector`` (task ``detect``); selected at start unless ``default_models.detect``
+    names another; without one the contour detector stays the default."""
+    import os
+
+    from microforge.serve.detection import default_detector
+    from microforge.serve.tasks import initial_selection
+
+    from .conftest import save_crystal_detector, save_unet
+
+    models = tmp_path / "models"
+    models.mkdir()
+    assert default_detector(models) == BUILTIN_ID and default_detector(None) == BUILTIN_ID
+    save_crystal_detector(models / "crystals" / "old")
+    os.utime(models / "crystals" / "old" / "model.json", (1_000_000_000, 1_000_000_000))
+    save_crystal_detector(models / "crystals" / "new", seed=1)
+    save_unet(models / "unet")  # newer still, but a segmentation model
+    listed = {m["id"]: (m["type"], m["task"]) for m in list_models(models)}
+    assert listed["crystals/new"] == ("detector", "detect") and listed["unet"] == ("segmentation", "segment")
+    assert default_detector(models) == "crystals/new"
+    assert default_detector(models, "crystals/old") == "crystals/old"
+    assert initial_selection({"detect": default_detector(models)})["detector"] == "crystals/new"
+    assert initial_selection()["detector"] == BUILTIN_ID
+    info = load_detector(models, "crystals/new").info
+    assert (info["type"], info["task"], info["workload"], info["architecture"]) == \
+        ("detector", "detect", "crystals", "CrystalDetector")
+
+
 def test_serving_uses_the_artifacts_transform_and_eval_threshold(tmp_path):
     """A 16-bit image: the served mask is predict_masks' mask (prob > sigmoid(threshold)), and a
     format-1 artifact reproduces its reference logits."""

@@ -76,7 +76,7 @@ def test_two_worker_run_writes_checkpoints_logs_and_artifact(trained):
     checkpoint, progress = latest_checkpoint(run_dir)
     assert (checkpoint / "checkpoint.ckpt").is_file()
     assert progress["epoch"] == 0 and progress["step"] == 2  # 32 samples / 2 workers / batch 8
-    for name in ("val_dice", "val_clean_dice", "val_iou", "val_hd95", "val_boundary_f1", "train_loss"):
+    for name in ("val_dice", "val_clean_dice", "val_iou", "val_hd95", "val_boundary_f1", "val_ood_dice", "train_loss"):
         assert np.isfinite(progress[name]), name
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -87,6 +87,7 @@ def test_artifact_rebuilds_the_trained_model(trained):
     assert (card.workload, card.task, card.transform["name"]) == ("delineation", "segment", "unit_range")
     assert card.components["model"].cls == "microforge.trainers.unet.model:AttentionUNet"
     assert card.preprocessing["size_multiple"] == 8 and card.preprocessing["image_size"] == 32
+    assert card.preprocessing["scale"]["image_size"] == 32 and card.preprocessing["scale"]["dot_radius_px"] > 0
     assert card.provenance["data"]["seed"] == 0 and card.provenance["options"]["image_size"] == 32
     assert "val_dice" in card.metrics
 

@@ -1,7 +1,11 @@
 """Delineation (the ``segment`` task): the synthetic demo and mask prediction (batched by the deployment).
 
 Uploaded images reach the model in their own dtype (uint8 or uint16, converted to gray): the
-artifact's recorded transform scales them, exactly as eval does. A pixel is foreground where its
+artifact's recorded transform scales them, exactly as eval does. A model works at the scale it
+was trained at (the card's ``scale``: training image size, median silhouette and dot radii);
+by default the upload is resized so its longer side is the training image size, ``?scale=``
+resizes it by that factor instead (e.g. ``training dot radius / your dot radius``); large
+results are tiled; the mask always comes back at the upload's size. A pixel is foreground where its
 probability is strictly above ``sigmoid(threshold)``.
 """
 
@@ -30,12 +34,16 @@ def _to_u8(image: np.ndarray) -> np.ndarray:
 
 
 async def _predict(backend: Backend, image: np.ndarray, model_id: str | None = None,
-                   prob: str | None = None) -> dict[str, Any]:
+                   prob: str | None = None, scale: float | None = None) -> dict[str, Any]:
     """Run the segmentation model on a gray image (uint8, uint16, or float in the transform's
-    range) through the batching deployment; ``prob``: ``u8``/``f32`` asks for the map."""
+    range) through the batching deployment; ``prob``: ``u8``/``f32`` asks for the map; ``scale``
+    overrides the resize to the model's training scale."""
     check_infer_pixels(backend, image)
+    if scale is not None:  # the network's input, not the upload, is what costs memory
+        check_infer_pixels(backend, np.empty((max(1, round(image.shape[0] * scale)),
+                                              max(1, round(image.shape[1] * scale))), np.uint8))
     model_id = await backend.model_id("segment", model_id)
-    return await backend.call(backend.handle("segment").predict, model_id, image, prob)
+    return await backend.call(backend.handle("segment").predict, model_id, image, prob, scale)
 
 
 def _render_demo(num_dots: int, jitter: float, noise_type: Optional[str], noise_scale: Optional[float],
@@ -77,15 +85,18 @@ async def demo(num_dots: int = Query(40, ge=1, le=2000), jitter: float = Query(0
 
 
 MODEL_QUERY = Query(None, description="An artifact id from /available_models (default: the selected one).")
+SCALE_QUERY = Query(None, ge=0.01, le=16, description="Resize the image by this factor before the network (e.g. the "
+                    "model's training dot radius / the dot radius in your image); default: the longer side to the "
+                    "model's training image size (models that record no scale: 1). The mask keeps the upload's size.")
 
 
 @router.post("/predict", response_class=Response,
              responses={200: {"content": {"image/png": {}}, "description": "binary mask (0/255) PNG"}})
 async def predict(file: UploadFile = File(...), model_id: Optional[str] = MODEL_QUERY,
-                  backend: Backend = Depends(get_backend)) -> Response:
-    """Image in, binary mask PNG out."""
+                  scale: Optional[float] = SCALE_QUERY, backend: Backend = Depends(get_backend)) -> Response:
+    """Image in, binary mask PNG (the image's size) out."""
     image = await backend.decode_upload(file)
-    result = await _predict(backend, await offload(to_gray, image), model_id)
+    result = await _predict(backend, await offload(to_gray, image), model_id, scale=scale)
     png = await offload(encode, result["mask"], ".png")
     return Response(png, media_type="image/png", headers={"X-Batch-Size": str(result["batch_size"])})
 
@@ -94,6 +105,7 @@ async def predict(file: UploadFile = File(...), model_id: Optional[str] = MODEL_
 async def predict_json(file: UploadFile = File(...), model_id: Optional[str] = MODEL_QUERY,
                        values: bool = Query(False, description="Also return the exact float probabilities "
                                                                "(prob_values, rows of floats)."),
+                       scale: Optional[float] = SCALE_QUERY,
                        backend: Backend = Depends(get_backend)) -> dict[str, Any]:
     """Image in; base64 mask and probability map (PNG, quantised to 8 bits), statistics and the
     batch it ran in."""
@@ -101,7 +113,7 @@ async def predict_json(file: UploadFile = File(...), model_id: Optional[str] = M
     image = await backend.decode_upload(file)
     gray = await offload(to_gray, image)
     decoded = time.perf_counter()
-    result = await _predict(backend, gray, model_id, prob="f32" if values else "u8")
+    result = await _predict(backend, gray, model_id, prob="f32" if values else "u8", scale=scale)
     predicted = time.perf_counter()
 
     def encoded() -> dict[str, Any]:

@@ -481,7 +481,12 @@ async function runInference() {
     if (model && model.type === "segmentation") {
       const form = new FormData();
       form.append("file", state.image.file, state.image.file.name);
-      const pred = await api.upload("predict/json", form);
+      const scale = $("#infer-scale").value.trim();
+      const pred = await api.upload("predict/json", form, scale ? { scale } : undefined);
+      const trained = pred.model_info && pred.model_info.scale;
+      $("#infer-scale-hint").textContent = trained
+        ? `trained at ${trained.image_size} px, silhouette radius ~${fmt(trained.silhouette_radius_px, 0)} px, dots ~${fmt(trained.dot_radius_px, 1)} px`
+        : "";
       infer.prediction = pred;
       const [prob, mask] = await Promise.all([loadImage(pred.prob_b64), loadImage(pred.mask_b64)]);
       infer.viewer.layers = [{ image: heatmapCanvas(prob), visible: false }, { image: maskCanvas(mask), visible: false }];
@@ -692,8 +697,12 @@ function chartTimelapse(result) {
   const per = result.per_time;
   const series = (key) => per.map((p) => [p.time, p[`mean_${key}`], p[`std_${key}`]]);
   lineChart($("#tl-chart-count"), [{ label: "count", points: per.map((p) => [p.time, p.count]) }], { title: "objects per frame", xLabel: "time" });
-  lineChart($("#tl-chart-length"), [{ label: "length", points: series("length"), color: COLORS[0] }], { title: "length (px), mean ± std", xLabel: "time" });
-  lineChart($("#tl-chart-width"), [{ label: "width", points: series("width"), color: COLORS[1] }], { title: "width (px), mean ± std", xLabel: "time" });
+  // Medians (solid) next to mean ± std: a few merged or split rods move the mean, not the median.
+  const median = (key) => per.map((p) => [p.time, p[`median_${key}`] ?? p[`mean_${key}`]]);
+  lineChart($("#tl-chart-length"), [{ label: "length", points: series("length"), color: COLORS[0] },
+    { label: "median length", points: median("length"), color: COLORS[3] }], { title: "length (px): median, mean ± std", xLabel: "time" });
+  lineChart($("#tl-chart-width"), [{ label: "width", points: series("width"), color: COLORS[1] },
+    { label: "median width", points: median("width"), color: COLORS[3] }], { title: "width (px): median, mean ± std", xLabel: "time" });
   lineChart($("#tl-chart-aspect"), [{ label: "aspect", points: series("aspect_ratio"), color: COLORS[2] }], { title: "aspect ratio, mean ± std", xLabel: "time" });
   const slider = $("#tl-time");
   slider.max = Math.max(0, per.length - 1);
@@ -812,7 +821,7 @@ function initTimelapse() {
   });
   $("#tl-time").addEventListener("input", showTimeHistograms);
   $("#tl-csv-summary").addEventListener("click", () => {
-    const cols = ["time", "frames", "count", "mean_length", "std_length", "mean_width", "std_width", "mean_aspect_ratio", "std_aspect_ratio"];
+    const cols = ["time", "frames", "count", "median_length", "mean_length", "std_length", "median_width", "mean_width", "std_width", "mean_aspect_ratio", "std_aspect_ratio"];
     download("timelapse_per_time.csv", toCSV(tl.result.per_time, cols));
   });
   $("#tl-csv-images").addEventListener("click", () => {

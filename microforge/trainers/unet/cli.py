@@ -13,6 +13,8 @@ def register_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default: the training size)")
     parser.add_argument("--seed", type=int, default=None, help="blob seed (default 12345)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--input-scale", type=float, default=None,
+                        help="resize factor of the images before the network (default: the model's training scale)")
     parser.add_argument("--out", default=None, help="report directory (default: <artifact>/../eval)")
     parser.set_defaults(func=_eval)
 
@@ -22,7 +24,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     result = evaluate_unet(args.model, samples=args.samples, size=args.size,
                            seed=EVAL_SEED if args.seed is None else args.seed,
-                           batch_size=args.batch_size, address=args.address)
+                           batch_size=args.batch_size, address=args.address, input_scale=args.input_scale)
     out = Path(args.out) if args.out else Path(args.model).absolute().parent / "eval"
     paths = write_report(result, out)
     report = result.report

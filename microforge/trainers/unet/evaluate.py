@@ -46,10 +46,11 @@ METRICS = ("dice", "iou", "hd95", "boundary_f1", "clean_dice")
 EVAL_SEED = 12345  # different from any default training seed, so eval blobs are unseen
 
 
-def predict_masks(artifact: LoadedArtifact, images: Any) -> np.ndarray:
+def predict_masks(artifact: LoadedArtifact, images: Any, scale: float | None = None) -> np.ndarray:
     """Binary masks ``(B, 1, H, W)`` (uint8) of ``images`` ``(B, 1, H, W)``, ``(B, H, W)`` or
     ``(H, W)`` of any dtype the artifact's transform takes (the same function as Serve's
-    ``/predict``: :func:`~microforge.trainers.predict.segment_probabilities`).
+    ``/predict``: :func:`~microforge.trainers.predict.segment_probabilities`), resized to the
+    artifact's training scale, or by ``scale`` when given, and back.
 
     Raises:
         ConfigError: a dtype or value range the transform rejects, or a bad shape.
@@ -65,7 +66,8 @@ def predict_masks(artifact: LoadedArtifact, images: Any) -> np.ndarray:
         raise ConfigError(f"images must be (B, 1, H, W), (B, H, W) or (H, W); got shape {array.shape}")
     model = artifact["model"]
     probs = segment_probabilities(model, artifact.transform, list(array),
-                                  size_multiple=int(artifact.preprocessing.get("size_multiple", 1)))
+                                  size_multiple=int(artifact.preprocessing.get("size_multiple", 1)),
+                                  preprocessing=artifact.preprocessing, scale=scale)
     threshold = 1.0 / (1.0 + math.exp(-float(artifact.preprocessing.get("threshold", 0.0))))
     return np.stack([prob > threshold for prob in probs])[:, None].astype(np.uint8)
 
@@ -144,6 +146,7 @@ def evaluate_unet(
     mixed_prob: float = 0.2,
     address: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    input_scale: float | None = None,
 ) -> EvalResult:
     """Score a delineation artifact on ``samples`` fresh blobs rendered with Ray Data.
 
@@ -154,6 +157,8 @@ def evaluate_unet(
         noise_scale, mixed_prob: noise of the evaluation blobs (default: the full range).
         address: Ray cluster address (default: running Ray, else an embedded one).
         progress: called with ``(done, total)`` after each batch.
+        input_scale: resize factor of the blobs before the network (default: the artifact's
+            training scale, i.e. the longer side to its training size; 1 for old artifacts).
 
     Raises:
         ArtifactError: missing or corrupt artifact; MicroforgeError: not a U-Net, or a size that
@@ -187,8 +192,8 @@ def evaluate_unet(
         for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
             parts["image"].append(batch["image"])
             parts["mask"].append(batch["mask"].astype(np.uint8))
-            parts["pred"].append(predict_masks(artifact, batch["image"]))
-            parts["clean_pred"].append(predict_masks(artifact, batch["clean"]))
+            parts["pred"].append(predict_masks(artifact, batch["image"], input_scale))
+            parts["clean_pred"].append(predict_masks(artifact, batch["clean"], input_scale))
             parts["snr_db"].append(batch["snr_db"])
             parts["index"].append(batch["index"])
             if progress:
@@ -205,6 +210,7 @@ def evaluate_unet(
         "seed": seed,
         "noise_scale": noise_scale,
         "mixed_prob": mixed_prob,
+        "input_scale": input_scale,
         "overall": {name: float(np.mean(v)) for name, v in scores.items()},
         "snr_bins": summarise_by_snr(arrays["snr_db"], scores),
         "per_sample": [

@@ -9,7 +9,14 @@ The module trains on batches ``{"image", "clean", "mask", "snr_db", "index"}`` f
 * validation metrics (logged with the ``val_`` prefix): ``loss``, ``dice``, ``iou``,
   ``clean_dice`` (Dice on the noise-free rendering of the same samples), and on the first
   ``boundary_samples`` samples of each rank per epoch (distance transforms are slow at 512 px)
-  ``hd95`` and ``boundary_f1``.
+  ``hd95`` and ``boundary_f1``;
+* ``val_ood_dice``: Dice on :data:`OOD_SAMPLES` blobs of the out-of-recipe counterpart of the
+  training recipe (:func:`~microforge.datasets.blob_presets.ood_blob_config`: ranges just past
+  the training ones), rendered once on the first validation, when the module knows its recipe
+  (``blob``); every rank scores the same set, so the value is rank-independent;
+* training augmentation: with ``random_rescale = a`` each batch is resized by a factor
+  ``exp(U(-log(1 + a), log(1 + a)))`` from the module's seeded generator and cropped or padded
+  back, so the net meets objects at scales its recipe does not draw.
 
 Gradient clipping, precision and early stopping are launcher (Trainer) settings; the noise
 curriculum drives the synthesis of each training epoch through :func:`curriculum_settings`
@@ -22,6 +29,7 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from microforge.datasets.curriculum import curriculum_phase
@@ -38,6 +46,7 @@ __all__ = ["UNetModule", "curriculum_settings"]
 log = logging.getLogger(__name__)
 
 VAL_METRICS = ("loss", "dice", "iou", "clean_dice", "hd95", "boundary_f1")
+OOD_SAMPLES = 16
 
 
 def curriculum_settings(epoch: int, total_epochs: int) -> dict[str, float]:
@@ -58,6 +67,10 @@ class UNetModule(pl.LightningModule):
         min_lr_ratio: the cosine decays to ``lr * min_lr_ratio``.
         boundary_samples: validation samples per rank and epoch that get HD95 and boundary F1.
         boundary_tolerance: boundary-F1 tolerance in pixels.
+        blob: the training ``BlobConfig`` (JSON) when training on rendered blobs: its object
+            scale goes into the artifact, and its out-of-recipe counterpart gives ``val_ood_dice``.
+        random_rescale: training-time rescaling range ``a`` (0: off), see the module docstring.
+        seed: seed of the augmentation generator (offset by the rank).
 
     Raises:
         ConfigError: unknown preset or override, a value out of range, or an ``image_size`` the
@@ -75,6 +88,9 @@ class UNetModule(pl.LightningModule):
         min_lr_ratio: float = 0.01,
         boundary_samples: int = 32,
         boundary_tolerance: float = 2.0,
+        blob: dict[str, Any] | None = None,
+        random_rescale: float = 0.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if lr <= 0 or weight_decay < 0 or not 0 <= warmup_fraction < 1 or not 0 <= min_lr_ratio <= 1:
@@ -82,6 +98,8 @@ class UNetModule(pl.LightningModule):
                               f"min_lr_ratio in [0, 1]; got {lr}, {weight_decay}, {warmup_fraction}, {min_lr_ratio}")
         if boundary_samples < 0 or boundary_tolerance < 0:
             raise ConfigError("UNetModule: boundary_samples and boundary_tolerance must be >= 0")
+        if not 0 <= random_rescale <= 3:
+            raise ConfigError(f"UNetModule: random_rescale must be in [0, 3], got {random_rescale}")
         self.save_hyperparameters()
         self.model = unet_from_preset(preset, **(model_overrides or {}))
         if image_size % self.model.size_multiple:
@@ -89,6 +107,8 @@ class UNetModule(pl.LightningModule):
                               f"use a multiple of {self.model.size_multiple}")
         self.loss = DelineationLoss()
         self._val: dict[str, list[float]] = {}
+        self._ood: dict[str, torch.Tensor] | None = None
+        self._rng: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` images -> ``(B, 1, H, W)`` logits."""
@@ -123,8 +143,34 @@ class UNetModule(pl.LightningModule):
             image, mask = image.unsqueeze(1), mask.unsqueeze(1)
         return image, (mask > 0).float()
 
+    def _rescale(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch resized by a random factor, then centre-cropped or edge-padded (masks with
+        0) back to its size at a random offset."""
+        import torch.nn.functional as F
+
+        if self._rng is None:
+            self._rng = torch.Generator().manual_seed(int(self.hparams.seed) + 7919 * self.global_rank)
+        bound = math.log1p(self.hparams.random_rescale)
+        factor = math.exp((torch.rand((), generator=self._rng).item() * 2 - 1) * bound)
+        h, w = image.shape[-2:]
+        nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
+        if (nh, nw) == (h, w):
+            return image, mask
+        image = F.interpolate(image, size=(nh, nw), mode="bilinear", align_corners=False, antialias=factor < 1)
+        mask = (F.interpolate(mask, size=(nh, nw), mode="bilinear", align_corners=False) > 0.5).float()
+        if factor > 1:
+            y = int(torch.randint(0, nh - h + 1, (), generator=self._rng))
+            x = int(torch.randint(0, nw - w + 1, (), generator=self._rng))
+            return image[..., y:y + h, x:x + w], mask[..., y:y + h, x:x + w]
+        y = int(torch.randint(0, h - nh + 1, (), generator=self._rng))
+        x = int(torch.randint(0, w - nw + 1, (), generator=self._rng))
+        pad = (x, w - nw - x, y, h - nh - y)
+        return F.pad(image, pad, mode="replicate"), F.pad(mask, pad, value=0.0)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         image, mask = self._inputs(batch)
+        if self.hparams.random_rescale > 0:
+            image, mask = self._rescale(image, mask)
         logits = self.model(image)
         loss, parts = self.loss(logits, mask)
         size = image.shape[0]
@@ -148,6 +194,23 @@ class UNetModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val = {name: [] for name in VAL_METRICS}
+        if self._ood is None and self.hparams.blob:
+            from microforge.datasets.blob_presets import OOD_SEED, ood_blob_config
+            from microforge.datasets.blobs import render_blob_batch
+
+            config = ood_blob_config({**self.hparams.blob, "size": self.hparams.image_size})
+            arrays = render_blob_batch(config, OOD_SEED, range(OOD_SAMPLES))
+            self._ood = {"image": torch.from_numpy(arrays["image"]), "mask": torch.from_numpy(arrays["mask"])}
+
+    def _ood_dice(self) -> float | None:
+        if self._ood is None:
+            return None
+        scores = []
+        for k in range(0, OOD_SAMPLES, 8):  # small batches: as little memory as training needs
+            with torch.no_grad():
+                logits = self.model(self._ood["image"][k:k + 8].to(self.device)).float().cpu().numpy()
+            scores.extend(dice_score(logits, self._ood["mask"][k:k + 8].numpy(), threshold=0.0, reduction="none"))
+        return float(np.mean(scores))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         image, mask = self._inputs(batch)
@@ -179,6 +242,9 @@ class UNetModule(pl.LightningModule):
         n = len(VAL_METRICS)
         values = {f"val_{name}": float(totals[i] / totals[n + i]) for i, name in enumerate(VAL_METRICS)
                   if totals[n + i] > 0}
+        ood = self._ood_dice()
+        if ood is not None:
+            values["val_ood_dice"] = ood
         if values:
             self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True)  # equal on all ranks already
 
@@ -189,8 +255,17 @@ class UNetModule(pl.LightningModule):
 
     def export_preprocessing(self) -> dict[str, Any]:
         """What the artifact records besides the transform (``unit_range``: integers divided by
-        their dtype's maximum)."""
-        return {
+        their dtype's maximum), and, for a model trained on rendered blobs, the ``scale`` it
+        works at: the training image size and the median silhouette and dot radii (px) of its
+        recipe. :func:`~microforge.trainers.predict.segment_probabilities` resizes inputs to it."""
+        scale = {}
+        if self.hparams.blob:
+            from microforge.datasets.blob_presets import blob_object_scale
+
+            blob = {**self.hparams.blob, "size": self.hparams.image_size}
+            scale = {"scale": {"image_size": self.hparams.image_size, **blob_object_scale(blob),
+                               "random_rescale": self.hparams.random_rescale}}
+        return {**scale,
             "channels": self.model.config["in_channels"],
             "layout": "(B, 1, H, W) float32",
             "size_multiple": self.model.size_multiple,

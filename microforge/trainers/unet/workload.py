@@ -20,6 +20,7 @@ __all__ = ["DELINEATION", "DelineationOptions", "UNET_IMAGE_SIZES", "plan_deline
 UNET_IMAGE_SIZES = {"tiny": 128, "small": 256, "standard": 512}
 RENDERER = "microforge.datasets.blobs:render_blob_batch"
 CURRICULUM = "microforge.trainers.unet.lightning:curriculum_settings"
+ROBUST_RESCALE = 0.5  # random_rescale of robust-preset runs: objects at 2/3 to 3/2 of the recipe's scale
 
 
 class DelineationOptions(ConfigModel):
@@ -39,7 +40,12 @@ class DelineationOptions(ConfigModel):
     boundary_samples: int = Field(32, ge=0, le=100_000, description="validation samples per rank with HD95/BF1")
     boundary_tolerance: float = Field(2.0, ge=0, le=100, description="boundary-F1 tolerance in pixels")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="AttentionUNet arguments (JSON)")
-    blob_options: dict[str, Any] = Field(default_factory=dict, description="BlobConfig fields (JSON)")
+    blob_preset: str = Field("default", description="blob recipe: 'default' (the reference ranges) or 'robust' "
+                                                    "(wider ranges; see microforge.datasets.blob_presets)")
+    blob_options: dict[str, Any] = Field(default_factory=dict, description="BlobConfig fields (JSON), on top of "
+                                                                           "the blob preset")
+    random_rescale: Optional[float] = Field(None, ge=0, le=3, description="rescale each training batch by a random "
+                                            "factor in [1/(1+a), 1+a] (default: 0.5 with --blob-preset robust, else 0)")
     data: Optional[str] = Field(None, description="train on this dataset directory (a manifest with image and mask "
                                                   "columns, splits train/val; 8- or 16-bit) instead of rendered blobs")
 
@@ -47,6 +53,15 @@ class DelineationOptions(ConfigModel):
     def _default_size(self) -> "DelineationOptions":
         if self.image_size is None:
             object.__setattr__(self, "image_size", UNET_IMAGE_SIZES[self.preset])
+        if self.random_rescale is None:
+            object.__setattr__(self, "random_rescale", ROBUST_RESCALE if self.blob_preset == "robust" else 0.0)
+        from microforge.datasets.blob_presets import BLOB_PRESETS
+
+        if self.blob_preset not in BLOB_PRESETS:
+            from microforge.platform.config import suggest
+
+            raise ValueError(f"unknown blob preset '{self.blob_preset}'{suggest(self.blob_preset, tuple(BLOB_PRESETS))}; "
+                             f"valid: {', '.join(BLOB_PRESETS)}")
         return self
 
 
@@ -56,20 +71,21 @@ def plan_delineation(options: DelineationOptions) -> RunPlan:
     Raises:
         ConfigError: an invalid blob option.
     """
-    from microforge.datasets.blobs import BlobConfig
+    from microforge.datasets.blob_presets import blob_config
     from microforge.trainers.data import SyntheticData
 
     from microforge.trainers.manifest_data import ManifestData
 
     module_config = options.to_json_dict()
-    for key in ("train_samples", "val_samples", "seed", "blob_options", "data"):
+    for key in ("train_samples", "val_samples", "blob_preset", "blob_options", "data"):
         module_config.pop(key)
     if options.data is not None:
         data = ManifestData(options.data, columns=("image", "mask", "index"), transform=dict(DELINEATION.transform))
         if "val" in data.splits():
             return RunPlan(module_config, data)
         return RunPlan(module_config, data, monitor="train_loss", mode="min")
-    blob = BlobConfig.load({**options.blob_options, "size": options.image_size})
+    blob = blob_config(options.blob_options, preset=options.blob_preset, size=options.image_size)
+    module_config["blob"] = blob.to_json_dict()
     data = SyntheticData(renderer=RENDERER, config=blob.to_json_dict(), seed=options.seed,
                          train_samples=options.train_samples, val_samples=options.val_samples, schedule=CURRICULUM)
     if options.val_samples:
