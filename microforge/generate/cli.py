@@ -4,6 +4,8 @@
 ``generate``; ``microforge generate WORKLOAD --model ARTIFACT_DIR ...`` (``WORKLOAD`` a registered
 workload whose Serve task is ``generate``, e.g. ``fastgan``) also checks that the artifact was
 trained by that workload, and ``generate artifact --model DIR`` is the explicit generic spelling.
+``microforge generate diffusion --model DDPM_ARTIFACT --phase t2|t2,t3|all ...`` samples a
+class-conditional DDPM (``microforge train ddpm``) with classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from ..platform.errors import ConfigError
 from ..trainers.workload import workloads
 
 ANY_ARTIFACT = "artifact"
+DIFFUSION = "diffusion"
+# Options of diffusion sampling only (None: not given), with their defaults.
+DIFFUSION_DEFAULTS = {"phase": "all", "steps": 50, "guidance": 7.5, "scheduler": "dpm"}
+GAN_BATCH_SIZE, DIFFUSION_BATCH_SIZE = 16, 8
 
 
 def _generator_workloads() -> dict[str, str]:
@@ -25,7 +31,7 @@ def _generator_workloads() -> dict[str, str]:
 
 
 def register(groups: argparse._SubParsersAction) -> None:
-    names = ", ".join([ANY_ARTIFACT, *sorted(_generator_workloads())])
+    names = ", ".join([ANY_ARTIFACT, DIFFUSION, *sorted(_generator_workloads())])
     parser = groups.add_parser(
         "generate", help="generate a dataset of images with a trained generator",
         description="Generate N images from a generator artifact into a dataset directory (images/, "
@@ -46,8 +52,17 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.add_argument("--truncation", type=float, default=None, metavar="T",
                         help="truncation trick: every latent value with |z| > T is redrawn (from the image's "
                              "seeded generator), T in [0.05, 4]; 0 or absent: none; recorded in dataset.json")
-    parser.add_argument("--batch-size", type=int, default=16,
-                        help="images per forward pass (part of the dataset's identity)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"images per forward pass or sampling batch (part of the dataset's identity; default "
+                             f"{GAN_BATCH_SIZE}, diffusion {DIFFUSION_BATCH_SIZE})")
+    diffusion = parser.add_argument_group("diffusion (generate diffusion --model DDPM_ARTIFACT)")
+    diffusion.add_argument("--phase", default=None,
+                           help="phase of the images: one, a comma-separated list (images cycle through it) or "
+                                "'all' (default)")
+    diffusion.add_argument("--steps", type=int, default=None, help="sampling steps (default 50)")
+    diffusion.add_argument("--guidance", type=float, default=None,
+                           help="classifier-free guidance scale (default 7.5; 1: conditional only, 0: unconditional)")
+    diffusion.add_argument("--scheduler", default=None, help="sampler: ddpm, ddim or dpm (DPM-Solver++, default)")
     parser.add_argument("--component", default=None,
                         help="the component to run (default: generator_ema, else generator, else the only one)")
     parser.add_argument("--split", default="1,0,0", help="train,val,test fractions (default: all train)")
@@ -80,14 +95,43 @@ def _generate(args: argparse.Namespace) -> int:
     from ..datasets.writer import parse_split
     from .job import generate_dataset
 
+    if args.target == DIFFUSION:
+        return _generate_diffusion(args)
+    given = [f"--{name}" for name in DIFFUSION_DEFAULTS if getattr(args, name) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: diffusion options; use 'generate {DIFFUSION} --model DDPM_ARTIFACT'")
     artifact, workload = resolve_target(args.target, args.model)
     summary = generate_dataset(artifact, args.n, args.out, seed=args.seed, workers=args.workers,
-                               gpus_per_worker=args.gpus_per_worker, bits=args.bits, batch_size=args.batch_size,
+                               gpus_per_worker=args.gpus_per_worker, bits=args.bits,
+                               batch_size=GAN_BATCH_SIZE if args.batch_size is None else args.batch_size,
                                component=args.component, split=parse_split(args.split), workload=workload,
                                truncation=args.truncation, overwrite=args.overwrite, address=args.address)
     print(f"dataset: {summary.out}")
     print(f"images: {summary.n} ({summary.rendered} generated, {summary.reused} already complete), "
           f"{args.bits}-bit PNG in images/; seeds in manifest.parquet"
           + (f"; latents truncated at {args.truncation:g}" if args.truncation else ""))
+    print(f"time: {summary.seconds:.1f} s, {summary.images_per_second:.2f} images/s")
+    return 0
+
+
+def _generate_diffusion(args: argparse.Namespace) -> int:
+    from ..datasets.writer import parse_split
+    from .diffusion import generate_diffusion
+
+    if args.model is None:
+        raise ConfigError(f"generate {DIFFUSION} needs --model DDPM_ARTIFACT (an artifact of 'microforge train ddpm')")
+    if args.bits != 8 or args.truncation:
+        raise ConfigError("--bits and --truncation are GAN options; diffusion writes 8-bit PNG")
+    options = {name: getattr(args, name) if getattr(args, name) is not None else default
+               for name, default in DIFFUSION_DEFAULTS.items()}
+    summary = generate_diffusion(args.model, args.n, args.out, seed=args.seed, workers=args.workers,
+                                 gpus_per_worker=args.gpus_per_worker, 
+                                 batch_size=DIFFUSION_BATCH_SIZE if args.batch_size is None else args.batch_size,
+                                 component=args.component, split=parse_split(args.split), overwrite=args.overwrite,
+                                 address=args.address, **options)
+    print(f"dataset: {summary.out}")
+    print(f"images: {summary.n} ({summary.rendered} generated, {summary.reused} already complete), 8-bit PNG in "
+          f"images/; phase and seed in manifest.parquet and metadata.json")
+    print(f"sampling: {options['scheduler']}, {options['steps']} steps, guidance {options['guidance']:g}")
     print(f"time: {summary.seconds:.1f} s, {summary.images_per_second:.2f} images/s")
     return 0

@@ -33,7 +33,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -50,7 +50,8 @@ from ..trainers.predict import check_truncation
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GENERATOR_VERSION", "GenerationRequest", "choose_component", "generate_dataset", "seed_of"]
+__all__ = ["ChunkActor", "GENERATOR_VERSION", "GenerationRequest", "choose_component", "commit_chunk",
+           "generate_dataset", "run_chunks", "seed_of"]
 
 GENERATOR_VERSION = "1"  # bump when the seed rule or the encoding of an image changes
 KIND_NAME = "generated"
@@ -166,7 +167,60 @@ class GenerationRequest:
                 "out": str(out), "config_hash": self.config_hash(), "truncation": self.truncation}
 
 
-class ChunkGenerator:
+class ChunkActor:
+    """Base of the Ray Data actors of a generation job: ``chunk(c)`` returns the rows of chunk
+    ``c`` and which of them were generated now; ``__call__`` runs the chunks of a batch."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows: list[dict[str, Any]] = []
+        reused: list[bool] = []
+        for chunk in batch["id"].tolist():
+            done, fresh = self.chunk(int(chunk))
+            rows += done
+            reused += [not f for f in fresh]
+        return batch_result(rows, reused)
+
+    def chunk(self, chunk: int) -> tuple[list[dict[str, Any]], list[bool]]:
+        raise NotImplementedError
+
+
+def commit_chunk(out: Path, config_hash: str, indices: Sequence[int], images: Sequence[np.ndarray],
+                 found: Sequence[dict[str, Any] | None],
+                 row_of: Callable[[int, str], dict[str, Any]]) -> tuple[list[dict[str, Any]], list[bool]]:
+    """Commit each image of ``indices`` whose row was not ``found`` as ``images/<index>.png`` with
+    the manifest row ``row_of(position in the chunk, relative path)``; the chunk's rows and which
+    of them were written now."""
+    rows = []
+    for k, (index, image, row) in enumerate(zip(indices, images, found)):
+        if row is None:
+            rel = f"{IMAGES_DIR}/{sample_stem(index)}.png"
+            row = row_of(k, rel)
+            commit_sample(out, index, config_hash, row, {rel: encode_image(image, ".png")})
+        rows.append(row)
+    return rows, [row is None for row in found]
+
+
+def run_chunks(actor: type, job_args: dict[str, Any], chunks: int, *, workers: int | None, gpus_per_worker: float,
+               address: str | None) -> list[dict[str, Any]]:
+    """Run ``actor(**job_args, use_gpu=...)`` over chunk numbers ``0..chunks-1`` with Ray Data
+    (``workers`` actors; None: every CPU, or every GPU / ``gpus_per_worker``, at most one per
+    chunk); the :func:`batch_result` rows of every chunk."""
+    import ray
+
+    with ray_runtime(address=address, num_cpus=workers):
+        if workers is None:
+            resources = ray.cluster_resources()
+            workers = (int(resources.get("GPU", 0) // gpus_per_worker) if gpus_per_worker
+                       else int(resources.get("CPU", 1)))
+            workers = max(1, min(workers, chunks))
+        # Chunk numbers made on the driver (no read tasks): every CPU can hold a generator actor.
+        ds = ray.data.from_items([{"id": c} for c in range(chunks)], override_num_blocks=chunks)
+        ds = ds.map_batches(actor, batch_size=1, concurrency=workers, num_cpus=1, num_gpus=gpus_per_worker or None,
+                            fn_constructor_kwargs={**job_args, "use_gpu": gpus_per_worker > 0})
+        return list(ds.iter_rows())
+
+
+class ChunkGenerator(ChunkActor):
     """Ray Data actor: holds the generator (on the GPU when it was given one) and generates, or
     verifies and reuses, whole chunks of images."""
 
@@ -185,15 +239,6 @@ class ChunkGenerator:
         self.split, self.out, self.config_hash = tuple(split), Path(out), config_hash
         self.truncation = truncation
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows: list[dict[str, Any]] = []
-        reused: list[bool] = []
-        for chunk in batch["id"].tolist():
-            done, fresh = self.chunk(int(chunk))
-            rows += done
-            reused += [not f for f in fresh]
-        return batch_result(rows, reused)
-
     def chunk(self, chunk: int) -> tuple[list[dict[str, Any]], list[bool]]:
         """The rows of one chunk and which of them were generated now."""
         from ..trainers.predict import generate_images
@@ -208,15 +253,9 @@ class ChunkGenerator:
         seeds = [seed_of(self.seed, i) for i in range(first, first + self.batch_size)]
         images = generate_images(self.generator, self.transform, seeds, dtype=self.dtype,
                                  truncation=self.truncation)
-        rows = []
-        for index, image_seed, image, row in zip(indices, seeds, images, found):
-            if row is None:
-                rel = f"{IMAGES_DIR}/{sample_stem(index)}.png"
-                row = {"index": index, "seed": image_seed, "image": rel,
-                       "split": split_of(self.seed, index, self.split)}
-                commit_sample(self.out, index, self.config_hash, row, {rel: encode_image(image, ".png")})
-            rows.append(row)
-        return rows, [row is None for row in found]
+        return commit_chunk(self.out, self.config_hash, indices, images, found,
+                            lambda k, rel: {"index": indices[k], "seed": seeds[k], "image": rel,
+                                            "split": split_of(self.seed, indices[k], self.split)})
 
 
 def _check_generator(request: GenerationRequest) -> None:
@@ -287,21 +326,9 @@ def generate_dataset(artifact: str | Path, n: int, out: str | Path, *, seed: int
     record = request.record()
     prepare_directory(out, _KIND, record, overwrite)
 
-    import ray
-
     start = time.perf_counter()
-    with ray_runtime(address=address, num_cpus=workers):
-        if workers is None:
-            resources = ray.cluster_resources()
-            workers = (int(resources.get("GPU", 0) // gpus_per_worker) if gpus_per_worker
-                       else int(resources.get("CPU", 1)))
-            workers = max(1, min(workers, request.chunks))
-        # Chunk numbers made on the driver (no read tasks): every CPU can hold a generator actor.
-        ds = ray.data.from_items([{"id": c} for c in range(request.chunks)], override_num_blocks=request.chunks)
-        ds = ds.map_batches(ChunkGenerator, batch_size=1, concurrency=workers, num_cpus=1,
-                            num_gpus=gpus_per_worker or None,
-                            fn_constructor_kwargs={**request.job_args(out), "use_gpu": gpus_per_worker > 0})
-        results = list(ds.iter_rows())
+    results = run_chunks(ChunkGenerator, request.job_args(out), request.chunks, workers=workers,
+                         gpus_per_worker=gpus_per_worker, address=address)
     seconds = time.perf_counter() - start
     rows, reused = collect_rows(results, n, "generate")
     counts = finish_dataset(_KIND, out, record, rows, request.options)

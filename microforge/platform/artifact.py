@@ -26,7 +26,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import MicroforgeError
 from .storage import atomic_replace_dir
@@ -88,10 +88,13 @@ class ArtifactCard:
 
 def save_artifact(directory: str | Path, components: Mapping[str, ComponentWeights], *, workload: str | None,
                   task: str | None, transform: Mapping[str, Any] | None, preprocessing: Mapping[str, Any],
-                  metrics: Mapping[str, Any], provenance: Mapping[str, Any]) -> Path:
+                  metrics: Mapping[str, Any], provenance: Mapping[str, Any],
+                  extra_files: Callable[[Path], None] | None = None) -> Path:
     """Write an artifact directory atomically (a temp directory renamed into place).
 
     An existing directory at ``directory`` is replaced only once the new one is complete.
+    ``extra_files(tmp)`` may add files beside the card (e.g. a library's own layout of the same
+    weights); they are not part of the verified components.
 
     Raises:
         ValueError: no components, a component name that is not ``[a-z][a-z0-9_]*``, or a config
@@ -107,6 +110,8 @@ def save_artifact(directory: str | Path, components: Mapping[str, ComponentWeigh
         json.dumps(dict(part.config))
 
     def fill(tmp: Path) -> None:
+        if extra_files is not None:
+            extra_files(tmp)
         entries = {}
         for name, part in components.items():
             weights = f"{name}.safetensors"

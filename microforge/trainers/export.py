@@ -3,7 +3,8 @@
 A module is exportable when it has ``export_components() -> {name: nn.Module}``; each component
 must carry ``config``, the JSON constructor arguments that rebuild it (diffusers-style). An
 optional ``export_preprocessing() -> dict`` adds what a user of the model must know (image size,
-threshold...). The workload supplies the task and the input transform recorded with it.
+threshold...), and an optional ``export_files(directory)`` writes files beside the card. The
+workload supplies the task and the input transform recorded with it.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ def export_artifact(module: Any, directory: str | Path, *, workload: Workload | 
                               "constructor arguments to be rebuilt from the artifact")
         components[name] = ComponentWeights(object_path(type(component)), config, component.state_dict())
     preprocessing = module.export_preprocessing() if callable(getattr(module, "export_preprocessing", None)) else {}
+    extra_files = getattr(module, "export_files", None)  # optional: files beside the card (tmp dir -> None)
     numeric = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)}
     return save_artifact(directory, components, workload=workload.name if workload else None,
                          task=workload.serve_task if workload else None,
                          transform=dict(workload.transform) if workload else None,
-                         preprocessing=preprocessing, metrics=numeric, provenance=dict(provenance or {}))
+                         preprocessing=preprocessing, metrics=numeric, provenance=dict(provenance or {}),
+                         extra_files=extra_files if callable(extra_files) else None)

@@ -42,7 +42,8 @@ RECIPE_JOB_FIELDS = ("batch_size",)
 BUILTIN_WORKLOADS = ("microforge.trainers.unet.workload:DELINEATION",
                      "microforge.trainers.fastgan.workload:FASTGAN",
                      "microforge.trainers.cyclegan.workload:CYCLEGAN",
-                     "microforge.trainers.detector.workload:CRYSTALS")
+                     "microforge.trainers.detector.workload:CRYSTALS",
+                     "microforge.trainers.diffusion.workload:DDPM")
 
 
 @dataclass(frozen=True)
