@@ -6,9 +6,9 @@ Plain functions of the step or epoch (no state), so a resumed run gets the same 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable, Iterable
 
-__all__ = ["linear_ramp", "loss_weights", "training_progress", "warmup_cosine_lambda"]
+__all__ = ["adamw_warmup_cosine", "linear_ramp", "loss_weights", "training_progress", "warmup_cosine_lambda"]
 
 
 def training_progress(epoch: int, total_epochs: int) -> float:
@@ -83,3 +83,19 @@ def warmup_cosine_lambda(warmup_steps: int, total_steps: int, min_ratio: float =
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * q))
 
     return multiplier
+
+
+def adamw_warmup_cosine(parameters: Iterable[Any], total_steps: float, *, lr: float, weight_decay: float,
+                        warmup_fraction: float, min_lr_ratio: float) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` answer: AdamW with a per-step linear warm-up and cosine
+    decay over ``total_steps`` (``trainer.estimated_stepping_batches``); AdamW alone when the
+    number of steps is unknown or below 2."""
+    import torch
+
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    if not math.isfinite(total_steps) or total_steps < 2:
+        return {"optimizer": optimizer}
+    total = int(total_steps)
+    warmup = min(round(warmup_fraction * total), total - 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_lambda(warmup, total, min_lr_ratio))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

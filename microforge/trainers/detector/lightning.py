@@ -11,7 +11,6 @@ under the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95`` 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from torch.nn import functional as F
 
 from microforge.platform.errors import ConfigError
 from microforge.trainers.lightning_import import pl
-from microforge.trainers.schedules import warmup_cosine_lambda
+from microforge.trainers.schedules import adamw_warmup_cosine
 
 from .metrics import average_precision, match_image
 from .model import detector_from_preset
@@ -111,14 +110,9 @@ class DetectorModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total < 2:
-            return {"optimizer": optimizer}
-        total = int(total)
-        warmup = min(round(hp.warmup_fraction * total), total - 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_lambda(warmup, total, hp.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self.parameters(), self.trainer.estimated_stepping_batches, lr=hp.lr,
+                                   weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
+                                   min_lr_ratio=hp.min_lr_ratio)
 
     # -- validation ----------------------------------------------------------------------------
 

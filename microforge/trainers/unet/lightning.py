@@ -37,7 +37,7 @@ from microforge.platform.errors import ConfigError
 from microforge.trainers.lightning_import import pl
 from microforge.trainers.losses import DelineationLoss
 from microforge.trainers.metrics import boundary_f1, dice_score, hausdorff_distance, iou_score
-from microforge.trainers.schedules import loss_weights, warmup_cosine_lambda
+from microforge.trainers.schedules import adamw_warmup_cosine, loss_weights
 
 from .model import unet_from_preset
 
@@ -181,14 +181,9 @@ class UNetModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total < 2:
-            return {"optimizer": optimizer}
-        total = int(total)
-        warmup = min(round(hp.warmup_fraction * total), total - 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_lambda(warmup, total, hp.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self.parameters(), self.trainer.estimated_stepping_batches, lr=hp.lr,
+                                   weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
+                                   min_lr_ratio=hp.min_lr_ratio)
 
     # -- validation ----------------------------------------------------------------------------
 
