@@ -91,6 +91,8 @@ def test_two_worker_run_writes_snapshots_and_a_four_component_artifact(run):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
+# Slow (a resumed run and a parallel scoring, ~1 min on 2 cores).
+@pytest.mark.slow
 def test_resume_then_score_every_epoch_in_parallel(run, capsys):
     run_dir, _ = run
     assert main(["train", "cyclegan", "--resume", str(run_dir), "--epochs", "2", "--workers", "1"]) == 0

@@ -69,6 +69,8 @@ def test_two_worker_run_exports_three_components_that_generate(ray_local, tmp_pa
     assert np.array_equal(images[0], images[2]) and not np.array_equal(images[0], images[1])
 
 
+# Slow (two launches, ~2 min on 2 cores): the step clock runs by default in tests/workloads (toy GAN).
+@pytest.mark.slow
 def test_step_cadence_samples_and_resume(ray_local, tmp_path):
     """--steps/--every: reports with fresh val_fd at the cadence and at the stop, EMA sample grids
     as PNG and TensorBoard images, and a resumed run that continues the step count."""
