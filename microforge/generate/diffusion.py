@@ -32,7 +32,7 @@ from ..datasets.writer import GenerationOptions, GenerationSummary, collect_rows
 from ..platform.artifact import CARD_FILE, read_card
 from ..platform.errors import ConfigError
 from ..platform.storage import ensure_writable_dir
-from .job import _KIND, SEED_RULE, ChunkActor, commit_chunk, run_chunks, seed_of
+from .job import _KIND, SEED_RULE, ChunkActor, commit_chunk, config_hash, run_chunks, seed_of
 
 __all__ = ["DIFFUSION_VERSION", "DiffusionRequest", "generate_diffusion", "parse_phases"]
 
@@ -108,9 +108,7 @@ class DiffusionRequest:
                 "seed_rule": SEED_RULE, "format": "png"}
 
     def config_hash(self) -> str:
-        canonical = json.dumps({"config": self.config(), "seed": self.seed, "options": self.options.identity()},
-                               sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return config_hash(self.config(), self.seed, self.options.identity())
 
     def record(self) -> dict[str, Any]:
         card = self.card

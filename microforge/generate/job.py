@@ -96,6 +96,12 @@ def choose_component(components: Sequence[str], requested: str | None) -> str:
     raise ConfigError(f"the artifact has components {', '.join(components)}: choose one with --component")
 
 
+def config_hash(config: dict[str, Any], seed: int, options: dict[str, Any]) -> str:
+    """The hash that names what decides a generated dataset's bytes (resume compares it)."""
+    canonical = json.dumps({"config": config, "seed": seed, "options": options}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class GenerationRequest:
     """The checked parameters of one generation job (everything is validated in the constructor,
     before anything is written)."""
@@ -142,9 +148,7 @@ class GenerationRequest:
                 "truncation": self.truncation}
 
     def config_hash(self) -> str:
-        canonical = json.dumps({"config": self.config(), "seed": self.seed, "options": self.options.identity()},
-                               sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return config_hash(self.config(), self.seed, self.options.identity())
 
     def record(self) -> dict[str, Any]:
         """``dataset.json``: the writer's keys, the artifact's summary and the generation parameters."""
