@@ -98,6 +98,21 @@ def extract_one(archive: str | Path, dest: str | Path) -> dict[str, Any]:
         return {"archive": archive.name, "error": f"cannot extract {archive.name} ({exc})"}
 
 
+def _stop(running: list) -> None:
+    """Cancel the tasks still extracting and wait until they have stopped: a task still writing
+    when the driver removes the temporary directory would recreate part of it."""
+    import ray
+
+    if not running:
+        return
+    for ref in running:
+        ray.cancel(ref)  # KeyboardInterrupt inside the task: it stops at the next member
+    _, pending = ray.wait(running, num_returns=len(running), timeout=60)
+    for ref in pending:  # stuck in one huge write: kill the worker process
+        ray.cancel(ref, force=True)
+    ray.wait(pending, num_returns=len(pending), timeout=60)
+
+
 def _extract_all(tmp: Path, source: Path, tasks: int) -> int:
     import ray
 
@@ -117,8 +132,7 @@ def _extract_all(tmp: Path, source: Path, tasks: int) -> int:
             members += result["members"]
             log.info("extracted %s (%d members)", result["archive"], result["members"])
     finally:
-        for ref in running:
-            ray.cancel(ref, force=True)
+        _stop(running)
     shutil.copyfile(source / GRADES_FILE, tmp / GRADES_FILE)
     return members
 
