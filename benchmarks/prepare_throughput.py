@@ -6,7 +6,8 @@
    encode) timed in this process with every library on one thread; the original script took
    23 ms per 512 x 512 16-bit image.
 2. Ray Data: the whole prepare job (file reads, writes, meta files, manifest) over N images on a
-   local Ray of 2 CPUs, with 1 and then 2 workers after a warm-up run; goal: >= 1.8x with 2.
+   local Ray of 2 CPUs, with 1 and 2 workers interleaved after a warm-up run, best of --repeats;
+   goal: >= 1.8x with 2.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -44,6 +46,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="images of the Ray Data runs (default 64)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--denoise", default="none")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per worker count, interleaved (default 3)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -71,16 +74,24 @@ def main() -> None:
         for i in range(args.n):
             (src / f"{i:04d}.tif").write_bytes(sources[i % len(sources)])
         prepare(src, Path(tmp) / "warm", workers=2, denoise_method=args.denoise)  # starts the worker processes
-        rows = []
-        for workers in (1, 2):
-            summary = prepare(src, Path(tmp) / f"w{workers}", workers=workers, denoise_method=args.denoise)
-            rows.append((workers, summary.seconds, args.n / summary.seconds))
+        # Worker counts interleaved, best of --repeats: this VM's wall clock varies by 2x from
+        # run to run for the same CPU time, and the best run is the one least disturbed.
+        seconds: dict[int, list[float]] = {1: [], 2: []}
+        for repeat in range(args.repeats):
+            for workers in (1, 2):
+                out = Path(tmp) / f"w{workers}-{repeat}"
+                seconds[workers].append(prepare(src, out, workers=workers, denoise_method=args.denoise).seconds)
+                shutil.rmtree(out)
     ray.shutdown()
-    print(f"\n{'workers':>7} {'images':>6} {'seconds':>8} {'images/s':>9} {'ms/image':>9} {'speed-up':>8}")
-    for workers, seconds, rate in rows:
-        print(f"{workers:>7} {args.n:>6} {seconds:>8.2f} {rate:>9.1f} {1e3 / rate:>9.1f} "
-              f"{rows[0][1] / seconds:>7.2f}x")
-    print("goal: >= 1.8x with 2 workers on 2 cores")
+    print(f"\n{'workers':>7} {'images':>6} {'best s':>8} {'median s':>8} {'images/s':>9} {'ms/image':>9} "
+          f"{'speed-up':>8}")
+    best1 = min(seconds[1])
+    for workers, runs in seconds.items():
+        best = min(runs)
+        print(f"{workers:>7} {args.n:>6} {best:>8.2f} {statistics.median(runs):>8.2f} {args.n / best:>9.1f} "
+              f"{1e3 * best / args.n:>9.1f} {best1 / best:>7.2f}x")
+    print(f"goal: >= 1.8x with 2 workers on 2 cores (best of {args.repeats}; all runs: "
+          + "; ".join(f"{w}: " + " ".join(f"{s:.2f}" for s in runs) for w, runs in seconds.items()) + ")")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import numpy as np
 from .. import __version__
 from ..platform.config import ConfigModel, suggest
 from ..platform.errors import DatasetError, MicroforgeError
-from ..platform.runtime import ray_runtime
+from ..platform.runtime import ray_runtime, single_stage
 from .commits import (META_DIR, as_store, commit_sample, load_complete_row, load_complete_shard, meta_path,
                       sample_stem, sha256, shard_meta_rel)
 from .images import FAST_PNG, parse_png_level
@@ -425,7 +425,7 @@ def generate(
             fn_kwargs={"kind": kind, "config_json": config.to_json_dict(), "seed": seed,
                        "options": options, "store": store, "n": n, "chunk_size": chunk_size},
         )
-        results = list(ds.iter_rows())
+        results = list(single_stage(ds).iter_rows())
     seconds = time.perf_counter() - start
     rows, reused = collect_rows(results, n, "generation")
     counts = finish_dataset(kind, store, record, rows, options)

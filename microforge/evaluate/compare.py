@@ -84,7 +84,7 @@ def measure_images(paths: list[Path], spec: FeatureSpec, *, workers: int | None 
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     import ray
 
-    from ..platform.runtime import ray_runtime
+    from ..platform.runtime import ray_runtime, single_stage
 
     with ray_runtime(address=address, num_cpus=workers):
         actors = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -92,7 +92,7 @@ def measure_images(paths: list[Path], spec: FeatureSpec, *, workers: int | None 
                                  override_num_blocks=max(actors, -(-len(paths) // (BATCH_SIZE * 4))))
         ds = ds.map_batches(_BatchMeasure, fn_constructor_kwargs={"spec": str(spec)}, batch_size=BATCH_SIZE,
                             batch_format="numpy", concurrency=actors, num_cpus=1)
-        parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+        parts = list(single_stage(ds).iter_batches(batch_size=None, batch_format="numpy"))
     merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     order = np.argsort(merged.pop("order"), kind="stable")
     return {key: value[order] for key, value in merged.items()}

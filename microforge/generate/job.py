@@ -44,7 +44,7 @@ from ..datasets.writer import (DatasetError, DatasetKind, GenerationOptions, Gen
                                split_of)
 from ..platform.artifact import CARD_FILE, read_card
 from ..platform.errors import ConfigError
-from ..platform.runtime import ray_runtime
+from ..platform.runtime import ray_runtime, single_stage
 from ..platform.storage import ensure_writable_dir
 from ..trainers.predict import check_truncation
 
@@ -221,7 +221,7 @@ def run_chunks(actor: type, job_args: dict[str, Any], chunks: int, *, workers: i
         ds = ray.data.from_items([{"id": c} for c in range(chunks)], override_num_blocks=chunks)
         ds = ds.map_batches(actor, batch_size=1, concurrency=workers, num_cpus=1, num_gpus=gpus_per_worker or None,
                             fn_constructor_kwargs={**job_args, "use_gpu": gpus_per_worker > 0})
-        return list(ds.iter_rows())
+        return list(single_stage(ds).iter_rows())
 
 
 class ChunkGenerator(ChunkActor):

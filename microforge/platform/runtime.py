@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,18 @@ def ray_runtime(
         yield
     finally:
         ray.shutdown()
+
+
+def single_stage(dataset: Any) -> Any:
+    """``dataset`` (a Ray Data dataset) set to run its one map stage on every worker at once.
+
+    Ray Data reserves part of the cluster for each operator and, for a job of chunks read from
+    the driver and one map stage, ran that stage on one worker for its first second or so (8
+    tasks of 0.3 s on 2 CPUs took 2.4 s, 1.4 s without the reservation): a large share of a
+    dataset job's time at the sizes users start with. A single stage needs no reservation.
+    """
+    dataset.context.op_resource_reservation_enabled = False
+    return dataset
 
 
 def cpus_left_for_training(cluster_cpus: float) -> float:

@@ -83,7 +83,7 @@ def analyze(path: str | Path, report: str | Path, *, workers: int | None = None,
     """
     import ray
 
-    from ...platform.runtime import ray_runtime
+    from ...platform.runtime import ray_runtime, single_stage
     from .report import write_report
 
     root = Path(path).expanduser().absolute()
@@ -98,7 +98,7 @@ def analyze(path: str | Path, report: str | Path, *, workers: int | None = None,
         ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // 4)))
         ds = ds.map_batches(_analyze_batch, batch_size=4, num_cpus=1, concurrency=workers,
                             fn_kwargs={"root": str(root)})
-        results = sorted((json.loads(r["result"]) for r in ds.iter_rows()), key=lambda r: r["index"])
+        results = sorted((json.loads(r["result"]) for r in single_stage(ds).iter_rows()), key=lambda r: r["index"])
     if len(results) != len(items):
         raise DatasetError(f"analyze stopped after {len(results)} of {len(items)} images; re-run it")
     good = [r for r in results if "error" not in r]
