@@ -2,18 +2,19 @@
 with 1 and 2 workers.
 
     python benchmarks/ddpm_step.py --data IMAGE_FOLDER [--resolution 32 --width 16 --levels 2
-        --batch-size 8 --steps 40 --gen-n 16 --gen-steps 10]
+        --batch-size 8 --steps 40 --gen-n 32 --gen-batch 4 --gen-steps 10]
 
-The plain loop runs the module's own ``training_step`` + AdamW in this process on random
-batches; the Ray Train figure is ``microforge train ddpm`` with 1 worker (wall time of the fit
-over its steps, so it includes data feeding and the per-epoch overhead). Generation is
-``generate_diffusion`` from the run's artifact with 1 and 2 workers (CPU).
+The plain loop runs the module's own loss + AdamW in this process on random batches (median
+step); the Ray Train figure is ``microforge train ddpm`` with 1 worker, run for --steps and for
+twice as many: the difference per step is the steady step time with data feeding and the
+per-epoch work, without what a run costs once (workers, validation, the artifact). Generation is
+``generate_diffusion`` from the run's artifact with 1 and 2 workers (CPU), steady images/s from
+jobs of --gen-n and 2 x --gen-n images, after a warm-up job.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +53,27 @@ def _loss(module, batch):
     return F.mse_loss(pred, noise)
 
 
+def train_seconds(args: argparse.Namespace, runs: Path, name: str, steps: int) -> float:
+    """Wall time of ``microforge train ddpm`` for ``steps`` steps on 1 worker (in the open Ray)."""
+    from microforge.platform.cli import main as cli
+
+    start = time.perf_counter()
+    assert cli(["train", "ddpm", "--data", args.data, "--resolution", str(args.resolution), "--width",
+                str(args.width), "--levels", str(args.levels), "--layers-per-block", "1", "--steps",
+                str(steps), "--every", str(steps), "--workers", "1", "--batch-size",
+                str(args.batch_size), "--out", str(runs), "--name", name]) == 0
+    return time.perf_counter() - start
+
+
+def generate_seconds(model: Path, out: Path, n: int, workers: int, args: argparse.Namespace) -> float:
+    from microforge.generate.diffusion import generate_diffusion
+
+    start = time.perf_counter()
+    generate_diffusion(model, n, out, steps=args.gen_steps, scheduler="ddim", workers=workers,
+                       batch_size=args.gen_batch)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -60,28 +82,38 @@ def main() -> None:
     parser.add_argument("--levels", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--gen-n", type=int, default=16)
+    parser.add_argument("--gen-n", type=int, default=32, help="images of the smaller generation job")
+    parser.add_argument("--gen-batch", type=int, default=4, help="images sampled together (a chunk)")
     parser.add_argument("--gen-steps", type=int, default=10)
     args = parser.parse_args()
 
-    from microforge.generate.diffusion import generate_diffusion
-    from microforge.platform.cli import main as cli
     from microforge.platform.runtime import ray_runtime
 
-    figures = {"plain_loop_step_s": plain_loop(args)}
+    plain = plain_loop(args)
     with tempfile.TemporaryDirectory() as tmp, ray_runtime(num_cpus=2):
         runs = Path(tmp) / "runs"
-        start = time.perf_counter()
-        assert cli(["train", "ddpm", "--data", args.data, "--resolution", str(args.resolution), "--width",
-                    str(args.width), "--levels", str(args.levels), "--layers-per-block", "1", "--steps",
-                    str(args.steps), "--every", str(args.steps), "--workers", "1", "--batch-size",
-                    str(args.batch_size), "--out", str(runs), "--name", "b"]) == 0
-        figures["ray_train_s_per_step_incl_startup"] = (time.perf_counter() - start) / args.steps
+        # Steady figures: each job runs at two sizes, and the difference removes what a job
+        # costs whatever its size (Ray Train's workers, validation, actors loading the model).
+        short = train_seconds(args, runs, "short", args.steps)
+        long = train_seconds(args, runs, "long", 2 * args.steps)
+        model = runs / "long" / "model"
+        generate_seconds(model, Path(tmp) / "warm-up", args.gen_batch * 2, 2, args)
+        gen = {}
         for workers in (1, 2):
-            summary = generate_diffusion(runs / "b" / "model", args.gen_n, Path(tmp) / f"g{workers}", steps=args.gen_steps,
-                                         scheduler="ddim", workers=workers, batch_size=max(1, args.gen_n // 4))
-            figures[f"generate_images_per_s_{workers}w"] = summary.images_per_second
-    print(json.dumps(figures, indent=2))
+            small = generate_seconds(model, Path(tmp) / f"g{workers}a", args.gen_n, workers, args)
+            large = generate_seconds(model, Path(tmp) / f"g{workers}b", 2 * args.gen_n, workers, args)
+            gen[workers] = (args.gen_n / (large - small), 2 * small - large)
+    ray_step = (long - short) / args.steps
+    print(f"\nDDPM {args.resolution} px, width {args.width}, {args.levels} levels, batch {args.batch_size} (CPU)")
+    print(f"{'training':<34}{'s/step':>8}")
+    print(f"{'plain loop (median step)':<34}{plain:>8.3f}")
+    print(f"{'Ray Train, 1 worker (steady)':<34}{ray_step:>8.3f}   ({ray_step / plain:.2f}x the plain loop; "
+          f"a {args.steps}-step run {short:.1f} s, {2 * args.steps} steps {long:.1f} s)")
+    print(f"\ngeneration, {args.gen_steps} DDIM steps, chunks of {args.gen_batch}")
+    print(f"{'workers':>7} {'images/s':>9} {'fixed s':>8} {'speed-up':>8}")
+    for workers, (rate, fixed) in gen.items():
+        print(f"{workers:>7} {rate:>9.2f} {fixed:>8.1f} {rate / gen[1][0]:>7.2f}x")
+    print("images/s: steady rate (jobs of --gen-n and twice as many images); goal >= 1.8x with 2 workers")
 
 
 if __name__ == "__main__":
