@@ -4,8 +4,9 @@
 ``generate``; ``microforge generate WORKLOAD --model ARTIFACT_DIR ...`` (``WORKLOAD`` a registered
 workload whose Serve task is ``generate``, e.g. ``fastgan``) also checks that the artifact was
 trained by that workload, and ``generate artifact --model DIR`` is the explicit generic spelling.
-``microforge generate diffusion --model DDPM_ARTIFACT --phase t2|t2,t3|all ...`` samples a
-class-conditional DDPM (``microforge train ddpm``) with classifier-free guidance.
+``microforge generate diffusion --model ARTIFACT --phase t2|t2,t3|all ...`` samples a
+class-conditional DDPM (``microforge train ddpm``) or a DreamBooth-tuned Stable Diffusion pipeline
+(``microforge train dreambooth``) with classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"images per forward pass or sampling batch (part of the dataset's identity; default "
                              f"{GAN_BATCH_SIZE}, diffusion {DIFFUSION_BATCH_SIZE})")
-    diffusion = parser.add_argument_group("diffusion (generate diffusion --model DDPM_ARTIFACT)")
+    diffusion = parser.add_argument_group("diffusion (generate diffusion --model DDPM_OR_DREAMBOOTH_ARTIFACT)")
     diffusion.add_argument("--phase", default=None,
                            help="phase of the images: one, a comma-separated list (images cycle through it) or "
                                 "'all' (default)")
@@ -119,7 +120,8 @@ def _generate_diffusion(args: argparse.Namespace) -> int:
     from .diffusion import generate_diffusion
 
     if args.model is None:
-        raise ConfigError(f"generate {DIFFUSION} needs --model DDPM_ARTIFACT (an artifact of 'microforge train ddpm')")
+        raise ConfigError(f"generate {DIFFUSION} needs --model ARTIFACT (an artifact of 'microforge train ddpm' or "
+                          "'microforge train dreambooth')")
     if args.bits != 8 or args.truncation:
         raise ConfigError("--bits and --truncation are GAN options; diffusion writes 8-bit PNG")
     options = {name: getattr(args, name) if getattr(args, name) is not None else default

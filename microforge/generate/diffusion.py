@@ -1,16 +1,18 @@
-"""Generate a dataset of embryo images from a DDPM artifact: ``generate_diffusion``.
+"""Generate a dataset of embryo images from a diffusion artifact: ``generate_diffusion``.
 
 The job is :mod:`.job`'s (chunk numbers -> Ray Data actors holding the model, one writer, one
-commit rule), with a diffusion sampler in the actor: chunk ``c`` is the ``batch_size`` images of
-indices ``c * batch_size ...`` (the last padded), sampled together with classifier-free guidance
-(:func:`microforge.trainers.diffusion.model.guided_sample`). Image ``i`` has the phase
+commit rule), with the sampler the artifact declares in the actor
+(:mod:`microforge.trainers.diffusion.sampling`: a class-conditional DDPM of ``train ddpm``, or the
+Stable Diffusion pipeline of ``train dreambooth``, prompted with the artifact's template): chunk
+``c`` is the ``batch_size`` images of indices ``c * batch_size ...`` (the last padded), sampled
+together with classifier-free guidance. Image ``i`` has the phase
 ``phases[i % len(phases)]`` and the seed :func:`.job.seed_of` ``(seed, i)``, whose generator draws
 its initial noise and every stochastic step, so the directory is byte-identical with 1 or N
 workers (on one kind of device) and a resumed run regenerates only unfinished chunks.
 
 Beside ``images/``, ``manifest.parquet`` (index, seed, phase, phase_index, image, split) and
-``dataset.json``, ``metadata.json`` records the datetime, phases, scheduler, steps, guidance,
-model and every image's seed.
+``dataset.json``, ``metadata.json`` records the datetime, phases (and prompts), scheduler, steps,
+guidance, model and every image's seed.
 """
 
 from __future__ import annotations
@@ -34,12 +36,11 @@ from ..platform.errors import ConfigError
 from ..platform.storage import ensure_writable_dir
 from .job import _KIND, SEED_RULE, ChunkActor, commit_chunk, config_hash, run_chunks, seed_of
 
-__all__ = ["DIFFUSION_VERSION", "DiffusionRequest", "generate_diffusion", "parse_phases"]
+__all__ = ["DIFFUSION_VERSION", "DiffusionRequest", "artifact_phases", "generate_diffusion", "parse_phases"]
 
 DIFFUSION_VERSION = "1"  # bump when the sampling rule or the encoding of an image changes
 KIND_NAME = "generated_diffusion"
-WORKLOADS = ("ddpm",)
-COMPONENTS = ("unet_ema", "unet")
+COMPONENTS = ("unet_ema", "unet")  # a class-conditional DDPM's (ClassLabelSampler.components)
 MAX_STEPS = 1000
 
 
@@ -79,23 +80,31 @@ class DiffusionRequest:
             raise ConfigError(f"--seed must be non-negative, got {seed}")
         if batch_size <= 0:
             raise ConfigError(f"--batch-size must be positive, got {batch_size}")
-        self.phase, self.phases = phase, parse_phases(phase)
         self.artifact = Path(artifact).expanduser().absolute()
         card = read_card(self.artifact)
-        if card.workload not in WORKLOADS or not set(COMPONENTS) & set(card.components):
-            raise ConfigError(f"{self.artifact} is not a DDPM (workload {card.workload or 'unknown'}, components "
-                              f"{', '.join(card.components)}): generate diffusion takes an artifact of "
-                              f"'microforge train ddpm'")
-        if component is not None and component not in card.components:
-            raise ConfigError(f"the artifact has no component '{component}' (it has {', '.join(card.components)})")
+        self.sampler = _sampler(card, self.artifact)
+        self.phase, self.phases = phase, _phases(phase, self.sampler.phases(card))
+        components = [c for c in self.sampler.components if c in card.components]
+        if component is not None and component not in components:
+            raise ConfigError(f"the artifact has no component '{component}' to sample with (it has "
+                              f"{', '.join(components)})")
         self.card = card
-        self.component = component or next(c for c in COMPONENTS if c in card.components)
+        self.component = component or components[0]
         self.n, self.steps, self.guidance, self.scheduler = n, steps, float(guidance), scheduler
         self.seed, self.batch_size = seed, batch_size
         self.options = GenerationOptions("png", tuple(split), {"component": self.component, "batch_size": batch_size,
                                                                "steps": steps, "guidance": self.guidance,
                                                                "scheduler": scheduler, "phases": self.phases})
         self.card_sha256 = hashlib.sha256((self.artifact / CARD_FILE).read_bytes()).hexdigest()
+
+    @property
+    def sampler_path(self) -> str:
+        from ..trainers.diffusion.sampling import sampler_path
+
+        return sampler_path(self.sampler)
+
+    def prompts(self) -> dict[str, str] | None:
+        return self.sampler.prompts(self.card, self.phases)
 
     @property
     def chunks(self) -> int:
@@ -117,14 +126,15 @@ class DiffusionRequest:
                 "microforge_version": __version__, "status": "incomplete",
                 "classes": list(card.preprocessing.get("classes") or []),
                 "prompt_template": card.preprocessing.get("prompt_template"),
+                "prompts": self.prompts(), "sampler": self.sampler_path,
                 "artifact": {"path": str(self.artifact), "workload": card.workload, "component": self.component,
                              "metrics": card.metrics, "model_json_sha256": self.card_sha256},
                 "seed_rule": f"image seed = {SEED_RULE}; phase = phases[index mod len(phases)]; a torch.Generator "
                              "seeded with the image seed draws its initial noise and every stochastic step"}
 
     def job_args(self, out: Path) -> dict[str, Any]:
-        return {"artifact": str(self.artifact), "component": self.component, "n": self.n, "phases": self.phases,
-                "steps": self.steps, "guidance": self.guidance, "scheduler": self.scheduler,
+        return {"artifact": str(self.artifact), "sampler": self.sampler_path, "component": self.component, "n": self.n,
+                "phases": self.phases, "steps": self.steps, "guidance": self.guidance, "scheduler": self.scheduler,
                 "batch_size": self.batch_size, "seed": self.seed, "split": list(self.options.split), "out": str(out),
                 "config_hash": self.config_hash()}
 
@@ -134,41 +144,31 @@ class DiffusionRequest:
         return {"datetime": utc_now(), "model": str(self.artifact), "component": self.component,
                 "phase": self.phase, "phases": self.phases, "focal": "F0", "scheduler": self.scheduler,
                 "steps": self.steps, "guidance": self.guidance, "seed": self.seed, "n": self.n,
-                "prompt_template": self.card.preprocessing.get("prompt_template"),
-                "per_phase": dict(Counter(r["phase"] for r in rows)),
+                "prompt_template": self.card.preprocessing.get("prompt_template"), "prompts": self.prompts(),
+                "sampler": self.sampler_path, "per_phase": dict(Counter(r["phase"] for r in rows)),
                 "seeds": [{"index": r["index"], "phase": r["phase"], "seed": r["seed"]} for r in rows]}
 
 
 class DiffusionChunkGenerator(ChunkActor):
-    """Ray Data actor: holds the UNet and its sampler and generates, or verifies and reuses, whole chunks."""
+    """Ray Data actor: holds the artifact's sampler and generates, or verifies and reuses, whole chunks."""
 
-    def __init__(self, *, artifact: str, component: str, n: int, phases: list[str], steps: int, guidance: float,
-                 scheduler: str, batch_size: int, seed: int, split: list[float], out: str, config_hash: str,
-                 use_gpu: bool = False) -> None:
-        import torch
+    def __init__(self, *, artifact: str, sampler: str, component: str, n: int, phases: list[str], steps: int,
+                 guidance: float, scheduler: str, batch_size: int, seed: int, split: list[float], out: str,
+                 config_hash: str, use_gpu: bool = False) -> None:
+        from ..platform.imports import import_object
 
-        from ..datasets.embryo.layout import PHASE_INDEX
-        from ..trainers.diffusion.model import make_scheduler
-        from ..trainers.registry import load_artifact
-
-        loaded = load_artifact(artifact)
-        self.unet, self.transform = loaded[component], loaded.transform
-        if getattr(getattr(self.unet, "config", None), "num_class_embeds", None) is None:
-            raise ConfigError(f"component '{component}' of {artifact} is not a class-conditional UNet")
-        if use_gpu and torch.cuda.is_available():
-            self.unet.to("cuda")
-        self.sampler = make_scheduler(scheduler, loaded.preprocessing["scheduler"])
-        self.phases, self.labels = phases, [PHASE_INDEX[p] for p in phases]
+        # The class the driver checked (sampler_for): its path, so the actor needs no card logic.
+        self.sampler = import_object(sampler, "diffusion sampler")(artifact, component, scheduler, use_gpu)
+        self.transform = self.sampler.transform
+        self.phases = phases
         self.n, self.steps, self.guidance, self.batch_size, self.seed = n, steps, guidance, batch_size, seed
         self.split, self.out, self.config_hash = tuple(split), Path(out), config_hash
 
     def images(self, indices: Sequence[int]) -> list[np.ndarray]:
         """uint8 images of ``indices`` (one batch), through the artifact's inverse transform."""
-        from ..trainers.diffusion.model import guided_sample
-
-        labels = [self.labels[i % len(self.labels)] for i in indices]
+        phases = [self.phases[i % len(self.phases)] for i in indices]
         seeds = [seed_of(self.seed, i) for i in indices]
-        x = guided_sample(self.unet, self.sampler, labels, seeds, steps=self.steps, guidance=self.guidance)
+        x = self.sampler.sample(phases, seeds, steps=self.steps, guidance=self.guidance)
         values = x[:, 0].float().cpu().numpy()
         return list(self.transform.invert(values, np.uint8))
 
@@ -191,16 +191,56 @@ class DiffusionChunkGenerator(ChunkActor):
         return commit_chunk(self.out, self.config_hash, indices, images, found, row_of)
 
 
+def _sampler(card: Any, artifact: Path) -> Any:
+    """The sampler class the artifact declares.
+
+    Raises:
+        ConfigError: the artifact is not a diffusion model microforge can sample.
+    """
+    from ..trainers.diffusion.sampling import sampler_for
+
+    cls, reason = sampler_for(card, artifact)
+    if reason is not None:
+        raise ConfigError(f"{artifact} is not a DDPM or DreamBooth artifact (workload {card.workload or 'unknown'}, "
+                          f"components {', '.join(card.components)}: {reason}): generate diffusion takes an artifact "
+                          "of 'microforge train ddpm' or 'microforge train dreambooth'")
+    return cls
+
+
+def _phases(text: str, available: Sequence[str]) -> list[str]:
+    """``all`` (the artifact's phases) or the phases of ``text``, each one the artifact generates."""
+    if text == "all":
+        return list(available)
+    phases = parse_phases(text)
+    other = [p for p in phases if p not in available]
+    if other:
+        raise ConfigError(f"the model generates the phases {', '.join(available)}, not {', '.join(other)} "
+                          "(a fine-tuned model generates the phases it was trained on; 'all' means those)")
+    return phases
+
+
+def artifact_phases(artifact: str | Path) -> list[str]:
+    """The phases a diffusion artifact generates (what ``--phase all`` means for it).
+
+    Raises:
+        ArtifactError: no artifact; ConfigError: not a diffusion artifact.
+    """
+    artifact = Path(artifact).expanduser().absolute()
+    card = read_card(artifact)
+    return _sampler(card, artifact).phases(card)
+
+
 def generate_diffusion(artifact: str | Path, n: int, out: str | Path, *, phase: str = "all", steps: int = 50,
                        guidance: float = 7.5, scheduler: str = "dpm", seed: int = 0, workers: int | None = None,
                        gpus_per_worker: float = 0, batch_size: int = 8, component: str | None = None,
                        split: Sequence[float] = (1.0, 0.0, 0.0), overwrite: bool = False,
                        address: str | None = None) -> GenerationSummary:
-    """Generate images ``0..n-1`` of a DDPM artifact into the dataset directory ``out``.
+    """Generate images ``0..n-1`` of a diffusion artifact (``ddpm`` or ``dreambooth``) into the dataset
+    directory ``out``.
 
     Raises:
         ConfigError: n <= 0, an unknown phase or scheduler, steps, guidance, seed, batch size or
-            workers out of range, an artifact that is not a DDPM.
+            workers out of range, an artifact that is not a diffusion model, a phase it does not generate.
         ArtifactError: a missing or corrupt artifact.
         DatasetError: ``out`` holds another dataset (unless ``overwrite``), or the run stopped early.
         MicroforgeError: ``out`` is not writable. Nothing is written in all those cases.

@@ -118,7 +118,8 @@ def _new_job(args: argparse.Namespace, workload: Workload, given: dict[str, Any]
 
     options = workload.load_options(given)
     gpus = args.gpus_per_worker or 0.0
-    recipe = workload.recipe(given.get(workload.recipe_option)) if workload.recipes else {}
+    # The recipe the options name, given or by default (e.g. dreambooth's "original": batch 1).
+    recipe = workload.recipe(getattr(options, workload.recipe_option, None)) if workload.recipes else {}
     batch_size = args.batch_size or recipe.get("batch_size")
     size = int(getattr(options, workload.size_option))
     # The recommended (preset, batch) was measured as a pair: only when neither is given.

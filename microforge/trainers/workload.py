@@ -43,7 +43,8 @@ BUILTIN_WORKLOADS = ("microforge.trainers.unet.workload:DELINEATION",
                      "microforge.trainers.fastgan.workload:FASTGAN",
                      "microforge.trainers.cyclegan.workload:CYCLEGAN",
                      "microforge.trainers.detector.workload:CRYSTALS",
-                     "microforge.trainers.diffusion.workload:DDPM")
+                     "microforge.trainers.diffusion.workload:DDPM",
+                     "microforge.trainers.diffusion.dreambooth_workload:DREAMBOOTH")
 
 
 @dataclass(frozen=True)

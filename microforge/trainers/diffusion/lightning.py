@@ -143,7 +143,8 @@ class DDPMModule(pl.LightningModule):
         return {"image_size": hp.resolution, "channels": 1, "output": "images in [-1, 1]",
                 "classes": list(hp.classes), "null_class": NULL_CLASS, "num_class_embeds": NUM_CLASS_EMBEDS,
                 "prompt_template": hp.prompt_template, "scheduler": dict(self.scheduler_config),
-                "diffusers": "diffusers/unet (EMA weights), diffusers/unet_raw, diffusers/scheduler"}
+                "diffusers": "diffusers/unet (EMA weights), diffusers/unet_raw, diffusers/scheduler",
+                "sampler": "microforge.trainers.diffusion.sampling:ClassLabelSampler"}
 
     def export_files(self, directory: Path) -> None:
         """diffusers' own layout beside the card: ``diffusers/unet`` (the EMA UNet),

@@ -8,7 +8,7 @@ Plain torch and diffusers: nothing here imports Ray or Lightning.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from microforge.platform.config import suggest
 from microforge.platform.errors import ConfigError
@@ -16,8 +16,8 @@ from microforge.platform.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["NULL_CLASS", "NUM_CLASS_EMBEDS", "RESOLUTIONS", "SCHEDULERS", "SIZES", "guided_sample", "make_scheduler",
-           "train_scheduler_config", "unet_config"]
+__all__ = ["NULL_CLASS", "NUM_CLASS_EMBEDS", "RESOLUTIONS", "SCHEDULERS", "SIZES", "guided_denoise", "guided_sample",
+           "make_scheduler", "train_scheduler_config", "unet_config"]
 
 NUM_PHASES = 16
 NULL_CLASS = NUM_PHASES  # the label of "any phase": dropped-out labels in training, the unconditional branch of CFG
@@ -86,6 +86,28 @@ def make_scheduler(kind: str, config: dict[str, Any]) -> Any:
     return cls.from_config(dict(config))
 
 
+def guided_denoise(predict: Callable[["torch.Tensor", Any], "torch.Tensor"], scheduler: Any, x: "torch.Tensor",
+                   generators: Sequence["torch.Generator"], *, steps: int, guidance: float) -> "torch.Tensor":
+    """The classifier-free guided sampling loop every microforge diffusion model runs.
+
+    ``x``: the initial noise ``(B, ...)``; ``predict(model_in, t)`` gets ``(2B, ...)`` inputs whose
+    first half is conditional and second half unconditional (one forward pass for both) and returns
+    the model output. ``guidance`` 1 is plain conditional sampling, 0 unconditional. Stochastic
+    scheduler steps draw image ``i``'s noise from ``generators[i]`` (CPU generators, as diffusers allows).
+    """
+    import torch
+
+    scheduler.set_timesteps(steps)
+    x = x * scheduler.init_noise_sigma
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
+            out_cond, out_null = predict(model_in, t).chunk(2)
+            out = out_null + guidance * (out_cond - out_null)
+            x = scheduler.step(out, t, x, generator=list(generators)).prev_sample
+    return x
+
+
 def guided_sample(unet: Any, scheduler: Any, labels: Sequence[int], seeds: Sequence[int], *, steps: int,
                   guidance: float) -> "torch.Tensor":
     """``(B, 1, H, W)`` images in [-1, 1] of the phase indices ``labels`` with classifier-free guidance.
@@ -100,15 +122,8 @@ def guided_sample(unet: Any, scheduler: Any, labels: Sequence[int], seeds: Seque
     side = int(unet.config.sample_size)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     x = torch.stack([torch.randn(1, side, side, generator=g) for g in generators]).to(device)
-    x = x * scheduler.init_noise_sigma
     cond = torch.as_tensor(list(labels), dtype=torch.long, device=device)
     both = torch.cat([cond, torch.full_like(cond, NULL_CLASS)])
-    scheduler.set_timesteps(steps)
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
-            eps_cond, eps_null = unet(model_in, t, class_labels=both).sample.chunk(2)
-            eps = eps_null + guidance * (eps_cond - eps_null)
-            # Stochastic steps draw image i's noise from generator i (CPU generators, as diffusers allows).
-            x = scheduler.step(eps, t, x, generator=generators).prev_sample
+    x = guided_denoise(lambda model_in, t: unet(model_in, t, class_labels=both).sample, scheduler, x, generators,
+                       steps=steps, guidance=guidance)
     return x.clamp(-1, 1)

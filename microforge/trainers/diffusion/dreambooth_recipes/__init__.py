@@ -1,0 +1,1 @@
+"""Training recipes of the ``dreambooth`` workload (``<name>.json``: option values and batch size)."""
