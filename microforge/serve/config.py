@@ -15,7 +15,7 @@ value is range-checked and unknown keys are errors that name the key. Example::
         batch_wait_timeout_s: 0.01
       GeneratorModel:
         num_replicas: 1
-        max_batch_size: 16           # counts images (seeds), not requests
+        max_batch_size: 16           # counts images (seeds), not requests; diffusion: whole chunks of 8
       ColorizerModel:
         num_replicas: 1
         max_batch_size: 8            # counts images (one per upload)
@@ -128,6 +128,9 @@ class Limits(ConfigModel):
     max_generate_bytes: int = Field(128 << 20, ge=1024, le=1 << 36,
                                     description="Most raw image bytes (images x H x W x channels x bytes per "
                                                 "sample) of one /generate (413 beyond): bounds a response.")
+    max_generate_steps: int = Field(250, ge=1, le=1000,
+                                    description="Most sampling steps of one diffusion /generate (422 beyond; "
+                                                "`microforge generate diffusion` takes up to 1000).")
     max_infer_pixels: int = Field(2048 * 2048, ge=256, le=1 << 32,
                                   description="Most pixels of one image sent to a model (/predict, /inference, "
                                               "/stream_frame; 413 beyond): bounds a replica's memory.")

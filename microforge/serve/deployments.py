@@ -18,8 +18,11 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from microforge.datasets.embryo.layout import PHASES
+
 from .colorization import load_colorizer
 from .detection import load_detector
+from .diffusion import CHUNK, DiffusionRequest, chunk_items, sample_items
 from .discovery import ModelError, newest_model
 from .generation import load_generator
 from .segmentation import load_segmentation, segmentation_outputs
@@ -162,11 +165,36 @@ class Detector:
 class GeneratorModel(_BatchedModels):
     """Images from seeds with dynamic batching that counts images: each seed of a request is one
     batch item, so a request for more images than ``max_batch_size`` spans several forward passes
-    and concurrent requests' seeds share them (grouped by model, truncation and bit depth)."""
+    and concurrent requests' seeds share them (grouped by model, truncation and bit depth).
+
+    Diffusion models (:mod:`microforge.serve.diffusion`) batch whole chunks instead: concurrent
+    requests' chunks share a batched call of up to ``max_batch_size`` images, grouped by (model,
+    steps, guidance, scheduler), each chunk sampled as offline generation samples it."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self._setup(settings, "GeneratorModel", self.generate_batch, load_generator)
         self.max_bytes = int(settings["limits"]["max_generate_bytes"])
+        # Diffusion batches count chunks (CHUNK images each): max_batch_size images, at least one chunk.
+        own = settings["deployments"]["GeneratorModel"]
+        self.sample_batch.set_max_batch_size(max(1, own["max_batch_size"] // CHUNK))
+        self.sample_batch.set_batch_wait_timeout_s(own["batch_wait_timeout_s"])
+
+    def _net(self, model_id: str, sampler: str) -> Any:
+        """The loaded model, which must sample with ``sampler`` (``latent`` or ``diffusion``).
+
+        Raises:
+            ModelError: a model of the other kind (422), with the options it takes.
+        """
+        net = self.cache.get(model_id)
+        if net.sampler != sampler:
+            if net.sampler == "diffusion":
+                raise ModelError(f"model '{model_id}' is a diffusion model: /generate needs a phase (one of "
+                                 f"{' '.join(PHASES)}, a comma-separated list, or 'all') with n and optional seed, "
+                                 "first_index, steps, guidance and scheduler; seeds, truncation and bits are GAN "
+                                 "options")
+            raise ModelError(f"model '{model_id}' is not a diffusion model: phase, first_index, steps, guidance "
+                             "and scheduler are diffusion options (a GAN takes seeds or n and seed, truncation, bits)")
+        return net
 
     def _generate(self, items: list[tuple[str, int, float | None, int]]) -> list[tuple[np.ndarray, int]]:
         results: list[tuple[np.ndarray, int] | None] = [None] * len(items)
@@ -204,11 +232,39 @@ class GeneratorModel(_BatchedModels):
         if bits not in (8, 16):
             raise ModelError(f"bits must be 8 or 16, got {bits}")
         await self._load(model_id)
-        net = self.cache.get(model_id)
+        net = self._net(model_id, "latent")
         net.check_size(len(seeds), bits, self.max_bytes)
         done = await asyncio.gather(*(self.generate_batch((model_id, int(seed), truncation, bits)) for seed in seeds))
         return {"images": [image for image, _ in done], "batch_sizes": [size for _, size in done],
                 "model_info": net.info, "infer_s": time.perf_counter() - start}
+
+    # Defaults only: __init__ applies the configured size (in chunks) and wait.
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.02)
+    async def sample_batch(self, items: list[tuple]) -> list[tuple[list[np.ndarray], int, float]]:
+        results = await asyncio.to_thread(sample_items, self.cache.get, items)
+        self.batch_sizes[results[0][1]] += 1
+        return results
+
+    async def sample(self, model_id: str, request: DiffusionRequest) -> dict[str, Any]:
+        """``{images, batch_sizes, phases, model_info, infer_s}`` of a diffusion model: the uint8
+        ``(H, W)`` images of ``request.indices``, in order, each sampled in its chunk (see
+        :mod:`microforge.serve.diffusion`); ``batch_sizes``: images sampled in each image's batched
+        call; ``phases``: what the request's phase means for this model.
+
+        Raises:
+            ModelError: not a diffusion model or a phase it does not generate (422), or more image
+                bytes than ``limits.max_generate_bytes`` (413).
+        """
+        start = time.perf_counter()
+        await self._load(model_id)
+        net = self._net(model_id, "diffusion")
+        net.check_size(request.n, self.max_bytes)
+        phases = request.phases_for(model_id, net.phases)
+        items = chunk_items(model_id, request, phases)
+        done = dict(zip(items, await asyncio.gather(*(self.sample_batch(item) for item in items.values()))))
+        picked = [(done[i // CHUNK][0][i % CHUNK], done[i // CHUNK][1]) for i in request.indices]
+        return {"images": [image for image, _ in picked], "batch_sizes": [size for _, size in picked],
+                "phases": phases, "model_info": net.info, "infer_s": time.perf_counter() - start}
 
 
 @serve.deployment

@@ -39,11 +39,15 @@ class ModelError(MicroforgeError):
 
 
 def card_task(card: ArtifactCard) -> str | None:
-    """The Serve task of an artifact: its card's, or (format 1) its class's workload's."""
-    if card.task is not None or card.format_version != 1:
+    """The Serve task of an artifact: its card's; else its workload's (an artifact exported before
+    its workload offered a task, e.g. a DDPM); else (format 1) its class's workload's."""
+    if card.task is not None:
         return card.task
-    from microforge.trainers.workload import legacy_owner
+    from microforge.trainers.workload import legacy_owner, workloads
 
+    if card.format_version != 1:
+        owner = workloads().get(card.workload or "")
+        return owner.serve_task if owner is not None else None
     owner = legacy_owner(next(iter(card.components.values())).cls)
     return owner[0].serve_task if owner else None
 

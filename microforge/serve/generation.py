@@ -1,23 +1,40 @@
 """Generator artifacts in a replica: images from seeds with
 :func:`microforge.trainers.predict.generate_images` (the same function as offline generation),
-so an image is a function of (artifact, seed, truncation, bits) only."""
+so an image is a function of (artifact, seed, truncation, bits) only.
+
+:func:`load_generator` chooses how an artifact samples from what its card declares: the diffusion
+sampler it names (:mod:`microforge.serve.diffusion`), else a latent generator (a GAN)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .discovery import ModelError, ServedArtifact, load_served_artifact
+from .discovery import ModelError, ServedArtifact, load_served_artifact, resolve_artifact
+
+if TYPE_CHECKING:
+    from .diffusion import DiffusionNet
 
 GENERATOR_COMPONENTS = ("generator_ema", "generator")  # as `microforge generate` chooses
 DTYPES = {8: np.uint8, 16: np.uint16}
 
 
+def check_image_bytes(count: int, image_shape: Sequence[int], bits: int, cap: int) -> None:
+    """413 when ``count`` images of ``image_shape`` (H, W, C) hold more than ``cap`` bytes (raw samples)."""
+    height, width, channels = image_shape
+    each = height * width * channels * bits // 8
+    if count * each > cap:
+        raise ModelError(f"{count} {bits}-bit images of {width}x{height}x{channels} are {count * each} bytes; "
+                         f"at most {max(1, cap // each)} such images per request (limits.max_generate_bytes)",
+                         status=413)
+
+
 class GeneratorNet(ServedArtifact):
     """A generator artifact ready to render images from seeds."""
 
+    sampler = "latent"
     image_shape: tuple[int, int, int] = (0, 0, 0)  # (H, W, C) of one image, measured at load
 
     @property
@@ -49,22 +66,31 @@ class GeneratorNet(ServedArtifact):
 
     def check_size(self, count: int, bits: int, cap: int) -> None:
         """413 when ``count`` images of this model hold more than ``cap`` bytes (raw samples)."""
-        height, width, channels = self.image_shape
-        each = height * width * channels * bits // 8
-        if count * each > cap:
-            raise ModelError(f"{count} {bits}-bit images of {width}x{height}x{channels} are {count * each} bytes; "
-                             f"at most {max(1, cap // each)} such images per request (limits.max_generate_bytes)",
-                             status=413)
+        check_image_bytes(count, self.image_shape, bits, cap)
 
 
-def load_generator(models_dir: str | Path, model_id: str) -> GeneratorNet:
-    """Load a generator artifact from the models directory (on the GPU when the replica has one)
-    and render one image (seed 0) to measure its shape.
+def load_generator(models_dir: str | Path, model_id: str) -> "GeneratorNet | DiffusionNet":
+    """Load a generator artifact from the models directory (on the GPU when the replica has one):
+    a :class:`~microforge.serve.diffusion.DiffusionNet` when its card declares a diffusion sampler
+    that accepts it, else a :class:`GeneratorNet`, which renders one image (seed 0) to measure its
+    shape.
 
     Raises:
         ModelError: the folder is not a generator artifact, does not load, has no
-            ``latent_shape``, or makes images PNG cannot hold.
+            ``latent_shape``, makes images PNG cannot hold, or declares a sampler that refuses it.
     """
+    from microforge.platform.artifact import ArtifactError, read_card
+
+    from .diffusion import diffusion_sampler, load_diffusion
+
+    folder = resolve_artifact(models_dir, model_id, "generate")
+    try:
+        card = read_card(folder)
+    except ArtifactError as exc:
+        raise ModelError(str(exc)) from None
+    sampler = diffusion_sampler(model_id, card, folder)
+    if sampler is not None:
+        return load_diffusion(model_id, folder, card, sampler)
     net = GeneratorNet(model_id, *load_served_artifact(models_dir, model_id, "generate"))
     if getattr(net.module, "latent_shape", None) is None:
         raise ModelError(f"model '{model_id}': component {type(net.module).__name__} has no latent_shape: "

@@ -5,8 +5,8 @@ of each video), trained from scratch with classifier-free guidance labels.
 reach the UNet through the recorded ``signed_unit`` transform and are resized to the resolution
 on the worker. The artifact holds ``unet_ema`` and ``unet`` (diffusers ``UNet2DModel`` config and
 weights) and, beside the card, a ``diffusers/`` folder that diffusers alone loads. Generation is
-``microforge generate diffusion`` (the generic Serve ``/generate`` draws GAN latents, so Serve is
-not offered yet: ``serve_task`` is None).
+``microforge generate diffusion`` offline and Serve's ``/generate`` (with a phase) online; both
+sample through the sampler the artifact declares.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ DDPM = Workload(
     cadence=Cadence(every=500, unit="steps"),
     components=("unet_ema", "unet"),
     transform=TRANSFORM,
-    serve_task=None,
+    serve_task="generate",
     probe="microforge.trainers.diffusion.workload:probe_ddpm",
     preset_option="size",
     size_option="resolution",
