@@ -92,7 +92,7 @@ def measure_images(paths: list[Path], spec: FeatureSpec, *, workers: int | None 
                                  override_num_blocks=max(actors, -(-len(paths) // (BATCH_SIZE * 4))))
         ds = ds.map_batches(_BatchMeasure, fn_constructor_kwargs={"spec": str(spec)}, batch_size=BATCH_SIZE,
                             batch_format="numpy", concurrency=actors, num_cpus=1)
-        parts = list(single_stage(ds).iter_batches(batch_size=None, batch_format="numpy"))
+        parts = list(single_stage(ds, actors=True).iter_batches(batch_size=None, batch_format="numpy"))
     merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     order = np.argsort(merged.pop("order"), kind="stable")
     return {key: value[order] for key, value in merged.items()}

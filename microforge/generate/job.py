@@ -127,6 +127,9 @@ class GenerationRequest:
             kind = f"a '{card.task}' artifact" if card.task else "an artifact without a task"
             raise ConfigError(f"{self.artifact} is {kind} (workload {card.workload or 'unknown'}), "
                               "not a generator: generate takes an artifact whose task is 'generate'")
+        if card.preprocessing.get("sampler"):  # a diffusion artifact names its sampler
+            raise ConfigError(f"{self.artifact} is a diffusion model (workload {card.workload or 'unknown'}): "
+                              "use 'microforge generate diffusion --model ...'")
         if workload is not None and card.workload != workload:
             raise ConfigError(f"{self.artifact} is a '{card.workload or 'unknown'}' artifact, not {workload}: "
                               f"use 'generate {card.workload or 'artifact'} --model ...' or 'generate artifact --model ...'")
@@ -221,7 +224,7 @@ def run_chunks(actor: type, job_args: dict[str, Any], chunks: int, *, workers: i
         ds = ray.data.from_items([{"id": c} for c in range(chunks)], override_num_blocks=chunks)
         ds = ds.map_batches(actor, batch_size=1, concurrency=workers, num_cpus=1, num_gpus=gpus_per_worker or None,
                             fn_constructor_kwargs={**job_args, "use_gpu": gpus_per_worker > 0})
-        return list(single_stage(ds).iter_rows())
+        return list(single_stage(ds, actors=True).iter_rows())
 
 
 class ChunkGenerator(ChunkActor):

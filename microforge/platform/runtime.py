@@ -107,15 +107,23 @@ def ray_runtime(
         ray.shutdown()
 
 
-def single_stage(dataset: Any) -> Any:
+ACTOR_START_S = 900  # the longest a job waits for its actors to load their models
+
+
+def single_stage(dataset: Any, *, actors: bool = False) -> Any:
     """``dataset`` (a Ray Data dataset) set to run its one map stage on every worker at once.
 
     Ray Data reserves part of the cluster for each operator and, for a job of chunks read from
     the driver and one map stage, ran that stage on one worker for its first second or so (8
     tasks of 0.3 s on 2 CPUs took 2.4 s, 1.4 s without the reservation): a large share of a
     dataset job's time at the sizes users start with. A single stage needs no reservation.
+
+    ``actors``: the stage is an actor pool; no chunk is handed out before every actor has
+    started (loaded its model), or the first actor up queues chunks while the others load.
     """
     dataset.context.op_resource_reservation_enabled = False
+    if actors:
+        dataset.context.wait_for_min_actors_s = ACTOR_START_S
     return dataset
 
 
