@@ -75,6 +75,7 @@ def test_a_phase_it_was_not_tuned_on_is_refused(dreambooth, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow  # the same generation job as the DDPM's identity test (tests/generate), another sampler
 def test_one_and_two_workers_write_identical_bytes(ray_local, dreambooth, tmp_path):
     args = dict(phase="all", steps=2, guidance=3.0, scheduler="dpm", seed=5, batch_size=2)
     one = generate_diffusion(dreambooth, 3, tmp_path / "one", workers=1, **args)
