@@ -15,6 +15,22 @@ TOKEN = "test-token-123"
 ALLOWED_ORIGIN = "http://allowed.example"
 
 
+def wait_healthy(url: str, seconds: float = 60) -> None:
+    """Wait until the application at ``url`` answers ``/health`` with 200."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the test application at {url} did not become healthy")
+        time.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -170,7 +186,6 @@ def app_config(tmp: Path, port: int, state_actor: str):
 @pytest.fixture(scope="module")
 def serve_app(ray_local, tmp_path_factory):
     """The whole application on 127.0.0.1:<free port>, shut down after the module."""
-    import httpx
     from ray import serve
 
     from microforge.serve.app import build_app
@@ -187,16 +202,7 @@ def serve_app(ray_local, tmp_path_factory):
     try:
         serve.run(build_app(config), name=app_name, route_prefix="/")
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=10).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test application did not become healthy")
-            time.sleep(0.5)
+        wait_healthy(url)
         yield ServeApp(url, port, (tmp / "data").resolve(), (tmp / "models").resolve(), app_name, state_actor,
                        {"Authorization": f"Bearer {TOKEN}"})
     finally:

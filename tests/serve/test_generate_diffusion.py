@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import shutil
-import time
 import uuid
 
 import cv2
@@ -23,7 +22,7 @@ import pytest
 
 from microforge.datasets.embryo.layout import PHASES
 
-from .conftest import app_config, free_port
+from .conftest import app_config, free_port, wait_healthy
 from .tiny_generator import save_tiny_generator
 
 DDPM, GAN = "ddpm/tiny", "gan/tiny"
@@ -69,15 +68,7 @@ def app(ray_local, tmp_path_factory):
     try:
         serve.run(build_app(config), name="microforge-diffusion-test", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=10).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the test application did not become healthy"
-            time.sleep(0.5)
+        wait_healthy(url)
         yield {"url": url, "port": port, "models": tmp / "models", "side": side, "token": config.api_token,
                "headers": {"Authorization": f"Bearer {config.api_token}"}}
     finally:
