@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-samples", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="train on GPUs (bf16-mixed)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop training after this long (Lightning max_time); --epochs still sizes the schedule")
     p.add_argument("--crystal-preset", default="default")
     p.add_argument("--t-range", type=float, nargs=2, default=(0.0, 0.5), metavar=("T0", "T1"))
     p.add_argument("--test-images", type=int, default=20)
@@ -56,14 +59,16 @@ def train(args: argparse.Namespace, runs: Path) -> Path:
     from microforge.trainers.workload import get_workload
 
     workload = get_workload("crystals")
+    options = {"max_time": {"seconds": args.minutes * 60}} if args.minutes else {}
     job = workload.job({"preset": args.preset, "image_size": args.size, "train_samples": args.train_samples,
                         "val_samples": 8, "synth": f"crystals:{args.crystal_preset}",
                         "crystal_options": {"stage_lambda_range": lambda_range(*args.t_range)}},
                        epochs=args.epochs, runs_dir=runs, name="bench", batch_size=args.batch_size,
-                       early_stopping=None, scaling=Scaling(num_workers=args.workers))
+                       early_stopping=None, scaling=Scaling.from_gpus(args.workers, args.gpus_per_worker),
+                       trainer_options=options)  # precision auto: bf16-mixed on a GPU
     started = time.perf_counter()
     result = launch(job)
-    print(f"trained {result.epochs_completed} epoch(s) in {time.perf_counter() - started:.0f} s; "
+    print(f"trained {result.epochs_completed} of {args.epochs} epoch(s) in {time.perf_counter() - started:.0f} s; "
           f"val_ap50 {result.metrics.get('val_ap50')}")
     return Path(result.artifact)
 
@@ -119,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
             detect_image(model, frame, transform=artifact.transform)
             times.append(time.perf_counter() - started)
     result = {"model": str(model_dir) if args.model else "trained here", "preset": args.preset,
-              "epochs": None if args.model else args.epochs, "test_images": len(images),
+              "epochs": None if args.model else args.epochs,
+              "device": "GPU" if args.gpus_per_worker else "CPU", "test_images": len(images),
               "t_range": list(args.t_range), "ap50": report["ap50"], "ap50_95": report["ap50_95"],
               "count_error": report["count_error"], "length_error": report["length_error"],
               "width_error": report["width_error"], "infer_size": [w, h], "threads": args.threads,

@@ -19,11 +19,11 @@ batch: a new epoch's dataset starting up shows here).
     python benchmarks/feed_rate.py --workload fastgan --option width=8 --option resolution=256
 
 Feeds (``--feeds``): ``prefetch`` is the launcher's :class:`~microforge.trainers.feed.EpochFeed`
-(next epoch started while this one trains, pinned batches copied to the device ahead of use);
-``per-epoch`` is the loader before it (a new dataset opened when each epoch begins,
-``iter_torch_batches(prefetch_batches=2)``). Every rate spans ``--epochs`` epochs of ``--steps``
+(next epoch started while this one trains, blocks rendered by plain Ray tasks, pinned batches
+copied to the device ahead of use); ``per-epoch`` is the loader before it (a new Ray Data dataset
+opened when each epoch begins, ``iter_torch_batches(prefetch_batches=2)``). Every rate spans ``--epochs`` epochs of ``--steps``
 steps, so epoch boundaries count; the first ``--warmup`` steps are left out. The training step
-runs in this process with ``--threads`` torch threads; rendering runs in Ray Data tasks, at
+runs in this process with ``--threads`` torch threads; rendering runs in Ray tasks, at
 most ``--data-workers`` at a time, in an embedded Ray of ``--cpus`` CPUs. The render cost of one
 data worker is measured in-process and the ``--data-workers`` that would keep up with the step
 (``ceil(1.25 x render / step)``) is printed. Rates are medians over ``--repeats``; on a shared
@@ -59,7 +59,7 @@ class PerEpochFeed:
         self.open_dataset, self.batch_size, self.device = open_dataset, batch_size, device
 
     def epoch(self, epoch: int):
-        return self.open_dataset(epoch).iter_torch_batches(batch_size=self.batch_size, prefetch_batches=2,
+        return self.open_dataset(epoch).to_dataset().iter_torch_batches(batch_size=self.batch_size, prefetch_batches=2,
                                                            device=self.device or "cpu")
 
     def close(self) -> None:

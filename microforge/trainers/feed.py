@@ -1,18 +1,19 @@
 """Feed a training loop: batches of per-epoch splits produced ahead, across epoch boundaries.
 
-An :class:`EpochFeed` turns ``open_dataset(epoch) -> ray.data.Dataset`` (e.g.
+An :class:`EpochFeed` turns ``open_dataset(epoch)`` (a Ray Dataset, or a
+:class:`~microforge.trainers.data.RenderedSplit` such as
 :meth:`~microforge.trainers.data.SyntheticData.epoch_dataset` of one rank) into batches per
 epoch. One background thread runs the epochs' datasets back to back: as soon as the last batch
 of epoch ``e`` has been fetched it builds and starts epoch ``e + 1``'s dataset, while the training
 loop is still working through the batches of ``e`` held in a bounded buffer. Rendering itself
-runs in Ray Data tasks (other processes, at most ``data_workers`` at a time per feed: see
+runs in Ray tasks (other processes, at most ``data_workers`` at a time per feed: see
 :func:`default_data_workers`); Ray's worker processes are reused, so no actor or coordinator
 starts per epoch. Each epoch's dataset is still built from its own :class:`EpochContext`, so a
 per-epoch curriculum applies exactly as before, and every sample stays a function of
 ``(split, epoch, i)``: the bytes do not depend on the number of data workers, of training
 workers, on the buffer or on the timing.
 
-On a CUDA device, batches come out of Ray Data in pinned host memory and are copied to the
+On a CUDA device, batches are put in pinned host memory and are copied to the
 device on a side stream a couple of batches ahead of use.
 
 A feed starts at the first epoch asked for (after a resume, the epoch Lightning restored) and
@@ -28,6 +29,8 @@ import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from .data import RenderedSplit
 
 if TYPE_CHECKING:
     import ray.data
@@ -139,7 +142,8 @@ class EpochFeed:
     """Batches of one rank's per-epoch split, the next epoch produced while this one trains.
 
     Args:
-        open_dataset: ``open_dataset(epoch) -> ray.data.Dataset``, this rank's rows of ``epoch``.
+        open_dataset: ``open_dataset(epoch) -> ray.data.Dataset | RenderedSplit``, this rank's rows
+            of ``epoch``.
         total_epochs: epochs of the run (nothing is prefetched past the last).
         batch_size: rows per batch (the last batch of an epoch may be smaller).
         device: where batches are delivered: None or a CPU device keeps them on the host; a CUDA
@@ -178,9 +182,7 @@ class EpochFeed:
                     return
                 dataset = self._open_dataset(epoch)
                 self.started.append((epoch, time.monotonic()))
-                batches = dataset.iter_torch_batches(batch_size=self.batch_size, prefetch_batches=self.prefetch_batches,
-                                                     device="cpu", pin_memory=self._cuda, drop_last=False)
-                iterator = iter(batches)
+                iterator = iter(self._batches(dataset))
                 try:
                     for batch in iterator:
                         if not run.put(epoch, batch, _nbytes(batch)):
@@ -193,6 +195,16 @@ class EpochFeed:
                     return
         except BaseException as exc:  # handed to the training loop, raised where it reads
             run.put(None, exc)
+
+    def _batches(self, dataset: "ray.data.Dataset | RenderedSplit") -> Iterator[Any]:
+        if isinstance(dataset, RenderedSplit):
+            import torch
+
+            pin = self._cuda
+            return ({k: (torch.from_numpy(v).pin_memory() if pin else torch.from_numpy(v)) for k, v in batch.items()}
+                    for batch in dataset.iter_batches(self.batch_size))
+        return dataset.iter_torch_batches(batch_size=self.batch_size, prefetch_batches=self.prefetch_batches,
+                                          device="cpu", pin_memory=self._cuda, drop_last=False)
 
     def _start(self, epoch: int) -> None:
         if self._run is not None:

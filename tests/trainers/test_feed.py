@@ -13,6 +13,7 @@ import torch
 from microforge.datasets.blobs import render_blob_batch
 from microforge.platform.errors import ConfigError
 from microforge.trainers import EpochContext, SyntheticData, get_workload, load_job
+from microforge.trainers.data import RenderedSplit, rebatch
 from microforge.trainers.feed import EpochFeed, default_data_workers, recommended_data_workers
 from microforge.trainers.runs import RUN_FILE
 from microforge.trainers.unet.lightning import curriculum_settings
@@ -29,6 +30,19 @@ def recording_render(config, seed, indices, **kwargs):
     with open(config.pop("log"), "a") as log:
         log.write(json.dumps({"indices": [int(i) for i in indices], "kwargs": kwargs}) + "\n")
     return render_blob_batch(config, seed, indices, **kwargs)
+
+
+def timed_render(config, seed, indices, **kwargs):
+    """``render_blob_batch`` that holds each block ``config["hold"]`` s and appends its
+    ``[start, end]`` (wall clock) to the file ``config["log"]``."""
+    config = dict(config)
+    log, hold = config.pop("log"), config.pop("hold")
+    started = time.time()
+    time.sleep(hold)
+    out = render_blob_batch(config, seed, indices, **kwargs)
+    with open(log, "a") as f:
+        f.write(json.dumps([started, time.time()]) + "\n")
+    return out
 
 
 def rendered(log_path):
@@ -101,6 +115,33 @@ def test_epoch_bytes_are_the_same_whatever_the_data_and_training_workers(ray_loc
     assert epochs(data_workers=3, world=2, rows_per_task=3) == one
     direct = render_blob_batch({"size": 32}, 5, [11], **curriculum_settings(1, 2))
     assert one[(1, 11)]["image"] == direct["image"][0].tobytes()
+
+
+@pytest.mark.parametrize("data_workers", [1, 2])
+def test_rendered_split_renders_at_most_data_workers_blocks_at_a_time(ray_local, tmp_path, data_workers):
+    log = tmp_path / "spans.jsonl"
+    split = RenderedSplit("tests.trainers.test_feed:timed_render", {"size": 32, "log": str(log), "hold": 0.3},
+                          seed=1, rows=12, start=100, stride=2, rows_per_task=2, data_workers=data_workers)
+    batches = list(split.iter_batches(5))
+    assert [len(b["index"]) for b in batches] == [5, 5, 2]
+    assert np.concatenate([b["index"] for b in batches]).tolist() == list(range(100, 124, 2))
+    spans = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(spans) == 6
+    most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert most <= data_workers
+
+
+def test_rebatch_regroups_blocks_in_order_into_writable_batches():
+    blocks = [{"x": np.arange(a, b, dtype=np.float32).reshape(-1, 1), "i": np.arange(a, b)} for a, b in
+              ((0, 3), (3, 6), (6, 8))]
+    for block in blocks:
+        for v in block.values():
+            v.flags.writeable = False  # as arrays read from Ray's object store
+    for size, lengths in ((4, [4, 4]), (5, [5, 3]), (8, [8]), (20, [8])):
+        batches = list(rebatch(iter(blocks), size))
+        assert [len(b["i"]) for b in batches] == lengths
+        assert np.concatenate([b["i"] for b in batches]).tolist() == list(range(8))
+        assert all(b["x"].flags.writeable and b["x"].shape[1:] == (1,) for b in batches)
 
 
 def test_a_resumed_feed_starts_at_its_epoch_and_restarts_when_read_out_of_order(ray_local):

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU checks of one lent-GPU session, in one call (device time is scarce): the CUDA tests,
+# then the GPU rows of the benchmarks: feed rate (issue 19), crystal detector (16), U-Net quality
+# out of recipe (17). Each step has its own time limit and its log goes to $OUT; a failing step
+# does not stop the next. Run from the repository root:
+#
+#   bash benchmarks/gpu_checks.sh              # SCALE=0.5 halves every step's budget
+#   CHECKS="feed_b16 feed_b64" bash benchmarks/gpu_checks.sh     # only these steps
+#
+# Packages the GPU image lacks travel as wheels in .whl/ (see the closing notes for the list).
+set -u
+OUT=${OUT:-/tmp/microforge-gpu}
+SCALE=${SCALE:-1}
+CHECKS=${CHECKS:-feed_b16 feed_b64 pytest_feed crystals unet pytest_gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+secs() { python3 -c "print(int($1 * $SCALE))"; }
+step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log, print the tail
+    local name=$1 limit; limit=$(secs "$2"); shift 2
+    case " $CHECKS " in *" $name "*) ;; *) return 0 ;; esac
+    local started=$SECONDS
+    timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+    echo "== $name: rc=$? in $((SECONDS - started)) s (limit $limit s)" | tee -a "$OUT/summary.txt"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/summary.txt"
+python3 -c "import ray, torch, microforge; print('ray', ray.__version__, 'torch', torch.__version__,
+torch.cuda.get_device_name(0))" 2>&1 | tee -a "$OUT/summary.txt"
+
+# Quiet first: the feed benchmark's rates are the issue's target and must not share the machine.
+step feed_b16 130 python3 benchmarks/feed_rate.py --gpu --option preset=small --option image_size=256 \
+    --precision bf16-mixed --batch-size 16 --data-workers 4 8 14 --feeds ${FEEDS:-prefetch per-epoch} --epochs 3 --steps 40
+step feed_b64 60 python3 benchmarks/feed_rate.py --gpu --option preset=small --option image_size=256 \
+    --precision bf16-mixed --batch-size 64 --data-workers 14 --feeds prefetch --epochs 3 --steps 20
+step pytest_feed 50 python3 -m pytest -p no:cacheprovider -m gpu -q tests/trainers/test_feed.py
+
+# Then quality runs side by side (their figures are quality, not speed) and the CUDA tests.
+step crystals 240 python3 benchmarks/crystal_detector.py --gpus-per-worker 1 --preset small --size 384 \
+    --minutes "$(python3 -c "print(2.5 * $SCALE)")" --epochs 12 --train-samples 512 --batch-size 16 \
+    --test-images 100 --threads 4 --out "$OUT/crystals.json" &
+step unet 240 python3 benchmarks/unet_quality.py --preset small --size 256 --gpus-per-worker 1 \
+    --minutes "$(python3 -c "print(2.5 * $SCALE)")" --batch-size 16 --train-samples 2048 &
+step pytest_gpu 200 python3 -m pytest -p no:cacheprovider -m gpu -x -q tests/tune/test_batch_search.py tests/tune/test_hardware_search.py &
+wait
+for f in feed_b16 feed_b64 pytest_feed crystals unet pytest_gpu; do
+    [ -f "$OUT/$f.log" ] && { echo "---- $f"; grep -v "PlacementGroupCleaner\|streaming_executor" "$OUT/$f.log" | tail -n 25; }
+done
+cat "$OUT/summary.txt"
