@@ -96,6 +96,8 @@ def ray_runtime(
             # at the default 127.0.0.1:8265, which may be another user's Ray on a shared node,
             # and tear down our training workers; point it at a closed port instead.
             os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
+            # ...where it then warns every few seconds for the whole run: silence that logger.
+            init_kwargs.setdefault("runtime_env", {"worker_process_setup_hook": QUIET_WORKER_HOOK})
         else:
             init_kwargs.setdefault("dashboard_host", "127.0.0.1")
         # Every port of an embedded Ray on 127.0.0.1 (see loopback_only); no client server starts.
@@ -105,6 +107,18 @@ def ray_runtime(
         yield
     finally:
         ray.shutdown()
+
+
+# Ray Train's placement-group cleaner without a dashboard (see ray_runtime); our own
+# release_orphaned_placement_groups does its job.
+QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+QUIET_WORKER_HOOK = "microforge.platform.runtime.quiet_worker_logs"
+
+
+def quiet_worker_logs() -> None:
+    """The embedded Ray's ``worker_process_setup_hook``: only errors from :data:`QUIET_LOGGERS`."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 ACTOR_START_S = 900  # the longest a job waits for its actors to load their models

@@ -61,6 +61,18 @@ def test_ray_runtime_reuses_running_ray(ray_local):
     assert ray_local.is_initialized()  # not shut down: the fixture started it
 
 
+def test_embedded_ray_workers_silence_the_dashboardless_placement_group_cleaner(ray_local):
+    import logging
+
+    from microforge.platform.runtime import QUIET_LOGGERS
+
+    @ray_local.remote
+    def levels():
+        return [logging.getLogger(name).getEffectiveLevel() for name in QUIET_LOGGERS]
+
+    assert ray_local.get(levels.remote()) == [logging.ERROR] * len(QUIET_LOGGERS)
+
+
 def test_files_and_folders_honour_the_umask(tmp_path):
     """Everything written through storage gets 0o666/0o777 less the umask (0644/0755 under 022),
     not mkstemp's 0600, so colleagues can read a lab's shared datasets."""
