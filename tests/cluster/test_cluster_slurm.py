@@ -155,15 +155,16 @@ def assert_nothing_left(job_id: str, timeout: float = 30) -> None:
         pytest.fail(f"job {job_id} left Ray behind: processes {leftovers(job_id)}, dirs {ray_temp_dirs(job_id)}")
 
 
-def test_two_node_job_generates_a_crystal_dataset(workdir, capsys):
-    out_dir = workdir / "crystals"
+def two_node_synth(workdir, capsys, out_dir: Path, *synth_options: str) -> str:
+    """Run ``microforge synth crystals`` (16 samples, 4 workers) as a 2-node job under the Ray
+    probe; check that both nodes joined one Ray cluster and both rendered. Returns the job id."""
     report = workdir / "report.json"
     started = time.monotonic()
     job_id = submit(
         capsys, "--nodes", "2", "--cpus-per-task", "1", "--time", "10", "--job-dir", str(workdir / "job"),
         "--", sys.executable, PROBE, str(report),
         "--", sys.executable, "-m", "microforge", "synth", "crystals", "--preset", "default", "--n", "16",
-        "--out", str(out_dir), "--seed", "3", "--workers", "4",
+        "--out", str(out_dir), "--seed", "3", "--workers", "4", *synth_options,
     )
     state = wait_finished(job_id)
     log = (workdir / "job" / f"slurm-{job_id}.out").read_text()
@@ -183,6 +184,12 @@ def test_two_node_job_generates_a_crystal_dataset(workdir, capsys):
     assert "Ray cluster is up: 2 node(s)" in log
     for node in ("node1", "node2"):
         assert (workdir / "job" / f"ray-{job_id}-{node}.log").is_file()
+    return job_id
+
+
+def test_two_node_job_generates_a_crystal_dataset(workdir, capsys):
+    out_dir = workdir / "crystals"
+    job_id = two_node_synth(workdir, capsys, out_dir)
 
     # The dataset itself.
     import pyarrow.parquet as pq
@@ -195,6 +202,24 @@ def test_two_node_job_generates_a_crystal_dataset(workdir, capsys):
     assert code == 0 and f"job {job_id}: COMPLETED" in out
     code, out, _ = cli(capsys, "logs", job_id)
     assert code == 0 and "teardown complete" in out
+    assert_nothing_left(job_id)
+
+
+def test_two_node_job_writes_shards_from_both_nodes(workdir, capsys, tmp_path):
+    """Shards written by render tasks on both nodes are the bytes a 1-worker local run writes."""
+    from microforge.datasets.manifest import read_manifest
+
+    out_dir = workdir / "shards"
+    job_id = two_node_synth(workdir, capsys, out_dir, "--layout", "shards", "--shard-size", "4")
+    assert sorted(p.name for p in (out_dir / "shards").iterdir()) == [f"00000{i}.tar" for i in range(4)]
+    rows = read_manifest(out_dir).to_pylist()
+    assert [r["index"] for r in rows] == list(range(16))
+    local = tmp_path / "local"
+    assert main(["synth", "crystals", "--preset", "default", "--n", "16", "--out", str(local), "--seed", "3",
+                 "--workers", "1", "--layout", "shards", "--shard-size", "4"]) == 0
+    for i in range(4):
+        name = f"shards/00000{i}.tar"
+        assert (out_dir / name).read_bytes() == (local / name).read_bytes(), name
     assert_nothing_left(job_id)
 
 
