@@ -1,7 +1,7 @@
 """End-to-end speed of synthetic dataset generation, and where each worker's time goes.
 
     python benchmarks/generate_throughput.py [--n N] [--renderers crystals cars blobs]
-        [--layouts files shards] [--png-level fast] [--cores 1000]
+        [--layouts files shards] [--png-level fast] [--repeats R] [--cores 1000]
 
 1. One core, in this process (every library on one thread), per image: the renderer alone, then
    each step of the dataset writer's encode (box clipping, label text, PNG at --png-level and at
@@ -9,10 +9,11 @@
    of the thread, median over the images: the figure other processes on a shared machine
    disturb least.
 2. Ray Data: the whole ``generate`` job on a local Ray of 2 CPUs, for 1 and 2 workers and each
-   layout, after a warm-up job. Each job runs twice, with N and 2N images: ``images/s`` is the
-   steady rate (N / the difference of the two times), ``fixed s`` what a job costs whatever its
-   size (actor start-up, the manifest), and ``overhead ms`` the wall time per image per worker
-   that is neither encode nor write inside the workers (Ray Data, the driver, the OS).
+   layout, after a warm-up job, in --repeats interleaved rounds (medians). Each job runs twice,
+   with N and 2N images: ``images/s`` is the steady rate (N / the difference of the two times),
+   ``fixed s`` what a job costs whatever its size (actor start-up, the manifest), and
+   ``overhead ms`` the wall time per image per worker that is neither encode nor write inside
+   the workers (Ray Data, the driver, the OS).
    Goals: 1 worker >= 80 % of the encode-only rate; 2 workers >= 1.7x of 1 on 2 cores.
 3. Scale-out projection: the measured 2-worker rate per core times --cores, and the output
    bandwidth that implies (the written bytes per image measured in step 2).
@@ -29,6 +30,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -120,29 +122,41 @@ def tree_size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def ray_rates(name: str, n: int, layouts: list[str], png_level, tmp: Path) -> list[dict]:
+def steady_rate(kind, config, n: int, options, workers: int, out: Path) -> dict:
+    """One measurement: jobs of n and 2n images; the steady rate from the difference."""
+    times, summary = [], None
+    for size in (n, 2 * n):
+        summary = generate(kind, config, size, out / f"{workers}-{size}", options=options, workers=workers)
+        times.append(summary.seconds)
+    rate = n / max(times[1] - times[0], 1e-9)
+    inside = sum(summary.stage_seconds.values()) / summary.n * 1e3
+    return {"rate": rate, "fixed": times[0] - n / rate,
+            "encode": summary.stage_seconds.get("encode", 0) / summary.n * 1e3,
+            "write": (summary.stage_seconds.get("write", 0) + summary.stage_seconds.get("verify", 0)) / summary.n * 1e3,
+            "overhead": workers * 1e3 / rate - inside, "bytes": tree_size(out / f"{workers}-{2 * n}") / summary.n}
+
+
+def ray_rates(name: str, n: int, layouts: list[str], png_level, tmp: Path, repeats: int) -> list[dict]:
+    """Per layout, 1 and 2 workers measured in turn ``repeats`` times (so a slow spell of the
+    machine hits both); every figure is the median over the rounds, the speed-up the median of
+    each round's 2-worker / 1-worker rate."""
     kind, make_config, extra = KINDS[name]
     config = make_config()
     rows = []
     for layout in layouts:
         options = GenerationOptions("png", extra=extra, png_level=png_level, layout=layout,
                                     shard_size=max(1, n // 8))
+        rounds = []
+        for r in range(repeats):
+            out = tmp / f"{name}-{layout}-{r}"
+            rounds.append({workers: steady_rate(kind, config, n, options, workers, out) for workers in (1, 2)})
+            shutil.rmtree(out, ignore_errors=True)
         for workers in (1, 2):
-            times, summary = [], None
-            for size in (n, 2 * n):
-                out = tmp / f"{name}-{layout}-{workers}-{size}"
-                summary = generate(kind, config, size, out, options=options, workers=workers)
-                times.append(summary.seconds)
-            rate = n / max(times[1] - times[0], 1e-9)
-            inside = sum(summary.stage_seconds.values()) / summary.n * 1e3
-            rows.append({"renderer": name, "layout": layout, "workers": workers, "rate": rate,
-                         "fixed": times[0] - n / rate, "encode": summary.stage_seconds.get("encode", 0) / summary.n * 1e3,
-                         "write": (summary.stage_seconds.get("write", 0) + summary.stage_seconds.get("verify", 0))
-                         / summary.n * 1e3,
-                         "overhead": workers * 1e3 / rate - inside, "bytes": tree_size(out) / summary.n})
-    for row in rows:
-        base = next(r for r in rows if r["layout"] == row["layout"] and r["workers"] == 1)
-        row["speedup"] = row["rate"] / base["rate"]
+            row = {key: statistics.median(m[workers][key] for m in rounds) for key in rounds[0][workers]}
+            row.update(renderer=name, layout=layout, workers=workers,
+                       speedup=statistics.median(m[workers]["rate"] / m[1]["rate"] for m in rounds),
+                       speedups=[m[workers]["rate"] / m[1]["rate"] for m in rounds])
+            rows.append(row)
     return rows
 
 
@@ -153,6 +167,7 @@ def main() -> None:
     parser.add_argument("--renderers", nargs="+", default=["crystals", "cars", "blobs"], choices=sorted(KINDS))
     parser.add_argument("--layouts", nargs="+", default=["files", "shards"], choices=("files", "shards"))
     parser.add_argument("--png-level", default="fast")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of 1- and 2-worker jobs (medians)")
     parser.add_argument("--cores", type=int, default=1000, help="cluster size of the projection (default 1000)")
     parser.add_argument("--skip-ray", action="store_true", help="only the one-core breakdown")
     args = parser.parse_args()
@@ -178,17 +193,19 @@ def main() -> None:
         for name in args.renderers:
             generate(KINDS[name][0], KINDS[name][1](), 4, Path(tmp) / f"warm-{name}",
                      options=GenerationOptions("png", extra=KINDS[name][2]), workers=2)  # worker processes, kernels
-            rows += ray_rates(name, args.n, args.layouts, level, Path(tmp))
+            rows += ray_rates(name, args.n, args.layouts, level, Path(tmp), args.repeats)
     ray.shutdown()
 
-    print(f"\n2. Ray Data, local Ray of 2 CPUs, jobs of {args.n} and {2 * args.n} images")
+    print(f"\n2. Ray Data, local Ray of 2 CPUs, jobs of {args.n} and {2 * args.n} images, "
+          f"medians of {args.repeats} round(s)")
     print(f"{'renderer':<9} {'layout':<7} {'workers':>7} {'images/s':>9} {'speed-up':>8} {'vs encode':>9} "
           f"{'encode ms':>9} {'write ms':>8} {'overhead ms':>11} {'fixed s':>7} {'KiB/image':>9}")
     for r in rows:
         share = r["rate"] / r["workers"] / encode_rate[r["renderer"]]
         print(f"{r['renderer']:<9} {r['layout']:<7} {r['workers']:>7} {r['rate']:>9.2f} {r['speedup']:>7.2f}x "
               f"{share:>8.0%} {r['encode']:>9.1f} {r['write']:>8.1f} {r['overhead']:>11.1f} {r['fixed']:>7.1f} "
-              f"{r['bytes'] / 1024:>9.0f}")
+              f"{r['bytes'] / 1024:>9.0f}" + (f"  (rounds {', '.join(f'{x:.2f}' for x in r['speedups'])})"
+                                               if r["workers"] == 2 and len(r["speedups"]) > 1 else ""))
     print("vs encode: images/s per worker / the one-core encode-only rate (goal >= 80 % with 1 worker); "
           "speed-up goal >= 1.7x with 2")
 
