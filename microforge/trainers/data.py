@@ -188,7 +188,9 @@ class RenderedSplit:
         """The rendered blocks, in row order (read-only arrays in Ray's object store)."""
         import ray
 
-        render = ray.remote(_render_block).options(num_cpus=self.cpus_per_task)
+        # "DEFAULT": never inside the caller's placement group (a Tune trial's training worker
+        # captures child tasks into its own bundle, which has no CPU to spare), as Ray Data does.
+        render = ray.remote(_render_block).options(num_cpus=self.cpus_per_task, scheduling_strategy="DEFAULT")
         bounds = [(lo, min(self.rows, lo + self.rows_per_task)) for lo in range(0, self.rows, self.rows_per_task)]
         limit = self.data_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         refs: dict[int, Any] = {}

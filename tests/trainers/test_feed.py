@@ -131,6 +131,27 @@ def test_rendered_split_renders_at_most_data_workers_blocks_at_a_time(ray_local,
     assert most <= data_workers
 
 
+def test_rendered_split_renders_outside_the_callers_placement_group(ray_local):
+    """A training worker of a Tune trial runs in a placement group that captures child tasks;
+    its render tasks must not be squeezed into that group's bundle."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    split = RenderedSplit(RENDERER, {"size": 32}, seed=1, rows=4, rows_per_task=2, data_workers=1)
+
+    @ray_local.remote(num_cpus=0.5)
+    def read_in_group():
+        return [int(i) for b in split.iter_batches(4) for i in b["index"]]
+
+    group = placement_group([{"CPU": 0.5}])
+    ray_local.get(group.ready())
+    try:
+        strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
+        assert ray_local.get(read_in_group.options(scheduling_strategy=strategy).remote()) == [0, 1, 2, 3]
+    finally:
+        remove_placement_group(group)
+
+
 def test_rebatch_regroups_blocks_in_order_into_writable_batches():
     blocks = [{"x": np.arange(a, b, dtype=np.float32).reshape(-1, 1), "i": np.arange(a, b)} for a, b in
               ((0, 3), (3, 6), (6, 8))]
