@@ -7,7 +7,10 @@
 #   bash benchmarks/gpu_checks.sh              # SCALE=0.5 halves every step's budget
 #   CHECKS="feed_b16 feed_b64" bash benchmarks/gpu_checks.sh     # only these steps
 #
-# Packages the GPU image lacks travel as wheels in .whl/ (see the closing notes for the list).
+# Packages the GPU image (Python 3.12, torch with CUDA) lacks travel as cp312 wheels in .whl/:
+# ray 2.60.0 (ray/jars, rllib, llm and dashboard/client taken out: 42 MB), jsonschema,
+# jsonschema-specifications, referencing, rpds-py, pydantic, pydantic-core, annotated-types,
+# typing-inspection, pywavelets, tensorboardx, fastapi, starlette, python-multipart, uvicorn.
 set -u
 OUT=${OUT:-/tmp/microforge-gpu}
 SCALE=${SCALE:-1}
