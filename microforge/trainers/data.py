@@ -15,9 +15,10 @@ A :class:`TrainingData` gives the launcher two kinds of split:
   coordinator actor per epoch). Building it in the worker also fixes which rank renders which
   sample, so a resumed run sees exactly the samples it would have seen.
 
-In both cases the rendering runs as Ray Data tasks with their own CPU reservation
-(``cpus_per_task``), scheduled anywhere in the cluster, never in the training process, which only
-pulls finished batches (prefetched while it computes). The worker reads per-epoch splits through
+In both cases the rendering runs in tasks with their own CPU reservation (``cpus_per_task``):
+Ray Data tasks for static splits, plain Ray tasks for a :class:`RenderedSplit`; scheduled anywhere
+in the cluster, never in the training process, which only pulls finished batches (prefetched
+while it computes). The worker reads per-epoch splits through
 an :class:`~microforge.trainers.feed.EpochFeed`, which starts the next epoch's dataset while the
 current epoch trains and caps the concurrent tasks at ``EpochContext.data_workers``.
 
@@ -222,11 +223,6 @@ class RenderedSplit:
     def iter_batches(self, batch_size: int) -> Iterator[dict[str, "np.ndarray"]]:
         """Batches of ``batch_size`` rows in order (the last may be smaller), writable arrays."""
         yield from rebatch(self.iter_blocks(), batch_size)
-
-    def take_all(self) -> list[dict[str, Any]]:
-        """Every row as a dict (for small splits and tests)."""
-        return [{k: v[i] for k, v in batch.items()} for batch in self.iter_batches(self.rows_per_task)
-                for i in range(len(next(iter(batch.values()))))]
 
 
 def rebatch(blocks: Iterable[dict[str, "np.ndarray"]], batch_size: int) -> Iterator[dict[str, "np.ndarray"]]:

@@ -120,7 +120,7 @@ def test_epoch_indices_are_disjoint_from_validation_and_other_epochs(ray_local):
     data = SyntheticData(RENDERER, {"size": 32}, seed=3, train_samples=6, val_samples=4, rows_per_task=4)
 
     def indices(epoch, rank, world):
-        rows = data.epoch_dataset("train", EpochContext(epoch, 4, rank, world)).take_all()
+        rows = data.epoch_dataset("train", EpochContext(epoch, 4, rank, world)).to_dataset().take_all()
         return [int(r["index"]) for r in rows]
 
     one = indices(1, 0, 1)
@@ -132,8 +132,8 @@ def test_epoch_indices_are_disjoint_from_validation_and_other_epochs(ray_local):
 def test_epoch_dataset_renders_the_curriculum_of_its_epoch(ray_local):
     data = SyntheticData(RENDERER, {"size": 32}, seed=3, train_samples=4, val_samples=2,
                          schedule="microforge.trainers.unet.lightning:curriculum_settings")
-    first = data.epoch_dataset("train", EpochContext(0, 10, 1, 2)).take_all()
-    again = data.epoch_dataset("train", EpochContext(0, 10, 1, 2)).take_all()
+    first = data.epoch_dataset("train", EpochContext(0, 10, 1, 2)).to_dataset().take_all()
+    again = data.epoch_dataset("train", EpochContext(0, 10, 1, 2)).to_dataset().take_all()
     assert [r["index"] for r in first] == [3, 5]
     assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(first, again))
     assert data.train_kwargs(0, 10) == curriculum_settings(0, 10) == {"noise_scale": 0.1, "mixed_prob": 0.0}
