@@ -5,7 +5,8 @@
   ``size``): silhouettes from a quarter to nine tenths of the half-image, smooth to jagged
   outlines, dots of 2-20 % of the silhouette radius covering 3-50 % of it, dim to bright dots
   of varying contrast over a background level of 0-0.25 with a smooth texture, blur before the
-  noise, and percentile normalisation to 8 or 16 bits.
+  noise, half of the images on pixels up to 4x finer than the model's (area-averaged down, as an
+  upload resized to the model's scale is), and percentile normalisation to 8 or 16 bits.
 * :func:`ood_blob_config`: a recipe whose ranges lie just outside the training recipe's wherever
   the config leaves room (larger silhouettes and dots, more dots, dimmer contrast, a brighter and
   more textured background, more blur, rougher outlines, 8-bit normalisation), for
@@ -44,6 +45,8 @@ BLOB_PRESETS: dict[str, dict[str, Any]] = {
         "jaggedness": (0.0, 0.15),
         "blur": (0.0, 1.5),
         "bit_depths": (8, 16),
+        "pixel_scale": (1.0, 4.0),
+        "pixel_scale_prob": 0.5,  # half at the model's own pixels: uploads at its scale, the heaviest noise
     },
 }
 OOD_SEED = 4242  # the out-of-recipe set's seed, apart from training (0..) and eval (12345) seeds
@@ -76,7 +79,8 @@ def ood_blob_config(config: BlobConfig | Mapping[str, Any]) -> BlobConfig:
     widened range moved just past the training one (neighbours, not extremes); same size and
     noise types, full noise range."""
     c = BlobConfig.load(config)
-    update: dict[str, Any] = {"noise_scale": 1.0, "shape_radius": _above(*c.shape_radius, 1.0), "bit_depths": (8,)}
+    update: dict[str, Any] = {"noise_scale": 1.0, "shape_radius": _above(*c.shape_radius, 1.0), "bit_depths": (8,),
+                              "pixel_scale": (1.0, 1.0)}  # its pixels: those of the size it is rendered at
     if c.dot_radius_relative is not None:
         update["dot_radius_relative"] = _above(*c.dot_radius_relative, 0.6)
     else:

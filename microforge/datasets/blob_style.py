@@ -10,7 +10,11 @@ noise streams. Order in :func:`~microforge.datasets.blobs.render_blob`:
 2. :func:`jagged_radii`: radial perturbation of the outline (the mask follows the outline);
 3. :func:`smooth_field`: a smooth random texture added to the clean image;
 4. Gaussian blur of the clean image (the optics), before the noise;
-5. after the noise, :func:`quantise`: per-image percentile stretch to [0, 1] and rounding to the
+5. with ``pixel_scale`` above 1, stages 1-4 and the noise run on a grid that many times finer,
+   and :func:`to_model_grid` area-averages the result down to ``size`` (the mask: pixels at least
+   half inside), as an image from a camera with finer pixels looks once resized to the model's
+   scale: the noise averaged, dots and blur fewer pixels across;
+6. after the noise, :func:`quantise`: per-image percentile stretch to [0, 1] and rounding to the
    8- or 16-bit grid (what a camera file normalised for display holds).
 """
 
@@ -23,7 +27,7 @@ import cv2
 import numpy as np
 
 __all__ = ["dot_count_and_radii", "draw_style", "jagged_radii", "quantise", "smooth_field", "style_enabled",
-           "texture_and_blur"]
+           "texture_and_blur", "to_model_grid"]
 
 # Harmonics of the outline perturbation: above the spline's own (<= control_points / 2), below
 # the pixel grid, so the outline looks ragged rather than lumpy.
@@ -37,7 +41,8 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
 def style_enabled(config: Any) -> bool:
     """Whether any stage of this module is on (else the renderer skips them all)."""
     return (config.background_range is not None or tuple(config.dot_contrast) != (1.0, 1.0)
-            or config.texture[1] > 0 or config.jaggedness[1] > 0 or config.blur[1] > 0 or bool(config.bit_depths))
+            or config.texture[1] > 0 or config.jaggedness[1] > 0 or config.blur[1] > 0 or bool(config.bit_depths)
+            or config.pixel_scale[1] > 1.0)
 
 
 def draw_style(config: Any, rng: np.random.Generator) -> dict[str, Any]:
@@ -45,7 +50,7 @@ def draw_style(config: Any, rng: np.random.Generator) -> dict[str, Any]:
     style: dict[str, Any] = {
         "background": _uniform(rng, config.background_range) if config.background_range else config.background,
         "dot_contrast": _uniform(rng, config.dot_contrast) if tuple(config.dot_contrast) != (1.0, 1.0) else 1.0,
-        "texture": 0.0, "texture_length": 0.0, "jaggedness": 0.0, "blur": 0.0, "bit_depth": None,
+        "texture": 0.0, "texture_length": 0.0, "jaggedness": 0.0, "blur": 0.0, "bit_depth": None, "pixel_scale": 1.0,
     }
     if config.texture[1] > 0:
         style["texture"] = _uniform(rng, config.texture)
@@ -56,6 +61,9 @@ def draw_style(config: Any, rng: np.random.Generator) -> dict[str, Any]:
         style["blur"] = _uniform(rng, config.blur)
     if config.bit_depths:
         style["bit_depth"] = int(config.bit_depths[int(rng.integers(len(config.bit_depths)))])
+    if config.pixel_scale[1] > 1.0:  # drawn after the others: it leaves this function's earlier draws as they were
+        finer = rng.random() < config.pixel_scale_prob
+        style["pixel_scale"] = _uniform(rng, config.pixel_scale) if finer else 1.0
     return style
 
 
@@ -88,6 +96,23 @@ def quantise(image: np.ndarray, bits: int, p_lo: float, p_hi: float) -> np.ndarr
     stretched, _ = percentile_stretch(image, p_lo, p_hi, False)
     levels = np.float32(2**bits - 1)
     return (np.round(stretched * levels) / levels).astype(np.float32)
+
+
+def to_model_grid(size: int, fine: int, image: np.ndarray, clean: np.ndarray, mask: np.ndarray,
+                  control_points: np.ndarray, dots: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A render on the ``fine`` x ``fine`` grid brought to ``size`` x ``size``: images
+    area-averaged, the mask where at least half of a pixel was inside, pixel-centre coordinates
+    (control points, dot x, y) and dot radii scaled."""
+    factor = size / fine
+
+    def area(array: np.ndarray) -> np.ndarray:
+        return cv2.resize(array.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+
+    dots = dots.copy()
+    dots[:, :2] = (dots[:, :2] + 0.5) * factor - 0.5
+    dots[:, 2] *= factor
+    return (area(image), area(clean), (area(mask) >= 0.5).astype(np.uint8), (control_points + 0.5) * factor - 0.5,
+            dots)
 
 
 def dot_count_and_radii(config: Any, mask: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:

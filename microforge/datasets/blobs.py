@@ -125,6 +125,11 @@ class BlobConfig(ConfigModel):
     bit_depths: tuple[int, ...] = Field((), description="Percentile-normalise each noisy image and quantise it to "
                                         "one of these bit depths (8, 16); empty: unquantised floats.")
     percentile_clip: FloatRange = Field((0.5, 99.5), description="[p_lo, p_hi] percentiles of that normalisation.")
+    pixel_scale: FloatRange = Field((1.0, 1.0), description="Render on a grid this many times finer (per image) "
+                                    "and area-average the noisy image down to size: a camera whose pixels are "
+                                    "finer than the model's, so noise averages out (px settings are fine-grid px).")
+    pixel_scale_prob: float = Field(1.0, ge=0.0, le=1.0, description="Share of images rendered on that finer grid "
+                                    "(the others on the size x size grid).")
 
     @field_validator("control_points")
     @classmethod
@@ -164,7 +169,7 @@ class BlobConfig(ConfigModel):
     def _check_style(self) -> "BlobConfig":
         for name, lo, hi in (("dot_contrast", 0.05, 4.0), ("background_range", 0.0, 1.0), ("texture", 0.0, 0.5),
                              ("texture_length", 0.001, 1.0), ("jaggedness", 0.0, 0.4), ("blur", 0.0, 32.0),
-                             ("percentile_clip", 0.0, 100.0)):
+                             ("percentile_clip", 0.0, 100.0), ("pixel_scale", 1.0, 8.0)):
             value = getattr(self, name)
             if value is not None:
                 _within(value, lo, hi, name)
@@ -437,16 +442,21 @@ def render_blob(
     styled = blob_style.style_enabled(config)
     style_rng = np.random.default_rng(style_seq)
     style = blob_style.draw_style(config, style_rng) if styled else {"background": config.background, "dot_contrast": 1.0}
-    outline, control_points = _silhouette(config, np.random.default_rng(shape_seq), style.get("jaggedness", 0.0),
+    fine = style.get("pixel_scale", 1.0)
+    grid = config if fine == 1.0 else config.model_copy(update={"size": round(config.size * fine)})
+    outline, control_points = _silhouette(grid, np.random.default_rng(shape_seq), style.get("jaggedness", 0.0),
                                           style_rng)
-    mask = _fill(outline, config.size)
-    dots = _place_dots(config, mask, np.random.default_rng(dots_seq))
-    clean = _compose(config, mask, dots, style["background"], style["dot_contrast"])
+    mask = _fill(outline, grid.size)
+    dots = _place_dots(grid, mask, np.random.default_rng(dots_seq))
+    clean = _compose(grid, mask, dots, style["background"], style["dot_contrast"])
     if styled:
         clean = blob_style.texture_and_blur(clean, style, style_rng)
     image, noise = apply_noise(
         clean, np.random.default_rng(noise_seq), config.noise_types, noise_scale=noise_scale, mixed_prob=mixed_prob
     )
+    if grid.size != config.size:
+        image, clean, mask, control_points, dots = blob_style.to_model_grid(
+            config.size, grid.size, image, clean, mask, control_points, dots)
     meta = {
         "seed": seed,
         "index": index,

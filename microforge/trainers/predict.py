@@ -6,6 +6,9 @@ wherever it is generated.
 
 * ``segment``: :func:`segment_probabilities`: any dtype the transform takes, resized to the
   scale the model was trained at (:func:`input_scale`: recorded in the artifact, or given),
+  percentile-stretched there when the training images were (recorded as
+  ``scale["percentile_clip"]``: a 4x downsized image has a quarter of the noise, so its
+  stretch at the upload's size leaves the objects a fraction of the range the model knows),
   padded to the network's size multiple, one forward pass per image shape (overlapping blended
   tiles for large images), probabilities cropped and resized back to the input's size.
 * ``generate``: :func:`generate_images`: the generator component exposes ``latent_shape``; the
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from microforge.platform.errors import ConfigError
-from microforge.platform.transforms import Transform
+from microforge.platform.transforms import Transform, percentile_stretch
 
 if TYPE_CHECKING:
     import torch
@@ -133,7 +136,8 @@ def segment_probabilities(model: "torch.nn.Module", transform: Transform, images
 
     Each image goes through ``transform``, is resized by :func:`input_scale` (an explicit
     ``scale``, one for all or one per image, else the training scale the artifact's
-    ``preprocessing`` records, else 1), run through the network and resized back. Resized
+    ``preprocessing`` records, else 1), percentile-stretched when the record says the training
+    images were, run through the network and resized back. Resized
     images of one shape run as one batch, edge-padded to ``size_multiple`` and cropped back; a
     resized image with a side above ``tile`` (default: 4x the recorded training size; artifacts
     without one never tile, as before) runs as overlapping tiles of that side, blended (see
@@ -159,6 +163,8 @@ def segment_probabilities(model: "torch.nn.Module", transform: Transform, images
         h, w = np.shape(image)
         shape = (max(1, round(h * factor)), max(1, round(w * factor)))
         inputs[i] = _resize(transform.apply(image), shape)
+        if recorded.get("percentile_clip"):
+            inputs[i] = percentile_stretch(inputs[i], *recorded["percentile_clip"], False)[0]
         if tile and max(shape) > tile:
             out[i] = _tiled(model, inputs.pop(i), tile, size_multiple)
         else:

@@ -38,7 +38,7 @@ def test_robust_preset_applies_its_ranges(robust):
     spec = BLOB_PRESETS["robust"]
     styles = [s.meta["style"] for s in samples]
     for key, name in (("background", "background_range"), ("dot_contrast", "dot_contrast"), ("texture", "texture"),
-                      ("jaggedness", "jaggedness"), ("blur", "blur")):
+                      ("jaggedness", "jaggedness"), ("blur", "blur"), ("pixel_scale", "pixel_scale")):
         values = np.array([style[key] for style in styles])
         lo, hi = spec[name]
         assert values.min() >= lo and values.max() <= hi, key
@@ -60,6 +60,27 @@ def test_robust_preset_applies_its_ranges(robust):
     assert relative.max() <= hi + 1e-6 and np.quantile(relative, 0.05) < lo + 0.3 * (hi - lo)
     assert min(coverage) < 0.1 and max(coverage) > 0.3  # the preset asks for 3 % to 50 %
     assert min(silhouette) < 0.4 and max(silhouette) > 0.65  # silhouettes of a quarter to most of the image
+
+
+def test_finer_pixels_average_the_noise_down_and_keep_the_scene():
+    base = {"size": 64, "noise_types": ["gaussian"], "shape_radius": (0.5, 0.8)}
+    for index in range(4):
+        native = render_blob(base, 5, index)
+        fine = render_blob({**base, "pixel_scale": (3.0, 3.0)}, 5, index)
+        assert fine.image.shape == fine.mask.shape == (64, 64) and fine.mask.dtype == np.uint8
+        assert fine.meta["style"]["pixel_scale"] == 3.0 and fine.meta["noise"] == native.meta["noise"]
+        # the same silhouette (relative draws), edges within a pixel; dot centres inside it
+        overlap = (fine.mask & native.mask).sum() / (fine.mask | native.mask).sum()
+        assert overlap > 0.9
+        x, y = np.round(fine.dots[:, :2]).astype(int).T
+        assert fine.mask[np.clip(y, 0, 63), np.clip(x, 0, 63)].mean() > 0.9
+        # 3 x 3 fine pixels per model pixel: white noise averages to a third of its std
+        ratio = (fine.image - fine.clean).std() / (native.image - native.clean).std()
+        assert 0.25 < ratio < 0.45, ratio
+    assert render_blob({**base, "pixel_scale": (1.0, 4.0)}, 5, 1).meta == render_blob(
+        {**base, "pixel_scale": (1.0, 4.0)}, 5, 1).meta
+    with pytest.raises(ConfigError, match="pixel_scale"):
+        BlobConfig.load({"pixel_scale": (0.5, 2.0)})
 
 
 def test_robust_outlines_are_jagged_and_masks_follow(robust):

@@ -67,6 +67,32 @@ def test_inputs_are_resized_to_the_training_scale_and_masks_come_back_at_input_s
         segment_probabilities(model, UNIT, [image], scale=0.0)
 
 
+def test_inputs_are_percentile_stretched_at_the_model_scale_when_training_images_were(tmp_path):
+    import cv2
+
+    torch.manual_seed(0)
+    module = UNetModule(preset="tiny", image_size=32, blob={"size": 32, "bit_depths": [8]})
+    artifact = load_artifact(export_artifact(module, tmp_path / "model", workload=get_workload("delineation")))
+    assert artifact.preprocessing["scale"]["percentile_clip"] == [0.5, 99.5]
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Tanh(),
+                                torch.nn.Conv2d(4, 1, 3, padding=1)).eval()  # an output that follows the input
+    image = render_blob({"size": 128}, 0, 0).image
+    small = cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA)
+    lo, hi = np.percentile(small, [0.5, 99.5])
+    expected = cv2.resize(_at(model, np.clip((small - lo) / (hi - lo), 0, 1).astype(np.float32), (32, 32)), (128, 128),
+                          interpolation=cv2.INTER_LINEAR)
+    prob = segment_probabilities(model, UNIT, [image], size_multiple=8, preprocessing=artifact.preprocessing)[0]
+    assert np.allclose(prob, expected, atol=1e-4)
+    # so an upload's contrast and offset do not matter; without the record they do
+    dim = (0.3 + 0.2 * image).astype(np.float32)
+    again = segment_probabilities(model, UNIT, [dim], size_multiple=8, preprocessing=artifact.preprocessing)[0]
+    assert np.allclose(again, prob, atol=1e-3)
+    plain = {"scale": {k: v for k, v in artifact.preprocessing["scale"].items() if k != "percentile_clip"}}
+    unstretched = [segment_probabilities(model, UNIT, [x], size_multiple=8, preprocessing=plain)[0]
+                   for x in (image, dim)]
+    assert np.abs(unstretched[0] - unstretched[1]).max() > 1e-2
+
+
 def test_a_large_image_tiles_to_the_untiled_result():
     # A local model (5x5 receptive field) whose output varies with the image: away from tile
     # borders tiles see exactly what the whole image shows, and the blend hides the borders.

@@ -252,7 +252,8 @@ class UNetModule(pl.LightningModule):
         """What the artifact records besides the transform (``unit_range``: integers divided by
         their dtype's maximum), and, for a model trained on rendered blobs, the ``scale`` it
         works at: the training image size and the median silhouette and dot radii (px) of its
-        recipe. :func:`~microforge.trainers.predict.segment_probabilities` resizes inputs to it."""
+        recipe, and the percentiles its images were normalised to, if they were.
+        :func:`~microforge.trainers.predict.segment_probabilities` brings inputs to both."""
         scale = {}
         if self.hparams.blob:
             from microforge.datasets.blob_presets import blob_object_scale
@@ -260,6 +261,8 @@ class UNetModule(pl.LightningModule):
             blob = {**self.hparams.blob, "size": self.hparams.image_size}
             scale = {"scale": {"image_size": self.hparams.image_size, **blob_object_scale(blob),
                                "random_rescale": self.hparams.random_rescale}}
+            if blob.get("bit_depths"):  # training images were percentile-normalised at this scale
+                scale["scale"]["percentile_clip"] = list(blob.get("percentile_clip", (0.5, 99.5)))
         return {**scale,
             "channels": self.model.config["in_channels"],
             "layout": "(B, 1, H, W) float32",
