@@ -89,7 +89,7 @@ def test_rerun_repairs_only_missing_or_corrupt_samples(ray_local, tmp_path):
 def test_resume_after_interrupted_run(tmp_path):
     """Ctrl-C a real CLI run part-way, then re-run the same command: it completes the rest."""
     out = tmp_path / "ds"
-    n = 400  # enough that a quiet machine is still rendering when the interrupt arrives
+    n = 120  # enough that a quiet machine is still rendering when the interrupt arrives (~10 images/s)
     config = small_config_file(tmp_path, width=384, height=288, n_rods_rng_lo_hi=[30, 60])
     cmd = [sys.executable, "-m", "microforge", "synth", "crystals", "--preset", str(config),
            "--n", str(n), "--out", str(out), "--workers", "1"]

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tifffile
@@ -29,6 +30,7 @@ def write_blob_dataset(root, n_train=8, n_val=4, size=32):
     return root
 
 
+@pytest.mark.slow  # the manifest reader's training path runs by default in DDPM's --data test
 def test_delineation_trains_on_a_dataset_directory(ray_local, tmp_path, capsys):
     data = write_blob_dataset(tmp_path / "blobs16")
     runs = tmp_path / "runs"

@@ -88,7 +88,8 @@ def test_two_trial_tune_search(toygan, ray_local, tmp_path, capsys):
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": {"grid": [1e-3, 3e-3]}, "train_samples": 8, "batch_size": 4}))
     code = main(["tune", "hparams", "--workload", "toygan", "--space", str(space), "--samples", "1",
-                 "--max-epochs", "1", "--scheduler", "none", "--out", str(tmp_path / "tune"), "--name", "s"])
+                 "--max-epochs", "1", "--scheduler", "none", "--cpus-per-trial", "0.45",  # both trials at once
+                 "--out", str(tmp_path / "tune"), "--name", "s"])
     assert code == 0, capsys.readouterr().err
     import pandas as pd
 
@@ -126,6 +127,7 @@ def test_a_missing_or_corrupt_component_is_named(trained, tmp_path):
         load_artifact(copy)
 
 
+@pytest.mark.slow  # a Serve start of its own; tests/serve serves generators over HTTP by default
 def test_served_by_the_generate_task_over_http(trained, ray_local, tmp_path):
     """The exported artifact, in a models directory, answers POST /generate with the bytes that
     generating locally gives."""
