@@ -1,5 +1,7 @@
 """``POST /generate`` for diffusion models over real HTTP: a tiny untrained DDPM artifact (the
-``ddpm`` workload's) beside a tiny GAN, in one Serve application started for this module.
+``ddpm`` workload's) and a DreamBooth artifact of a tiny Stable Diffusion pipeline (the
+``dreambooth`` workload's, exported untrained) beside a tiny GAN, in one Serve application
+started for this module.
 
 A diffusion image is the file ``microforge generate diffusion`` writes for the same (model,
 phases, run seed, index, steps, guidance, scheduler), byte for byte; phases, caps and the GAN
@@ -25,7 +27,7 @@ from microforge.datasets.embryo.layout import PHASES
 from .conftest import app_config, free_port, wait_healthy
 from .tiny_generator import save_tiny_generator
 
-DDPM, GAN = "ddpm/tiny", "gan/tiny"
+DDPM, GAN, DREAMBOOTH = "ddpm/tiny", "gan/tiny", "dreambooth/tiny"
 MAX_IMAGES, MAX_STEPS = 16, 20
 
 
@@ -42,6 +44,23 @@ def save_tiny_ddpm(directory) -> None:
     export_artifact(DDPMModule(**TINY), directory, workload=WORKLOAD)
 
 
+def save_tiny_dreambooth(directory, pipeline) -> None:
+    """A DreamBooth artifact of the tiny pipeline for phase t2, exported as `microforge train
+    dreambooth` does (untrained: the UNet is the pipeline's)."""
+    from microforge.datasets.embryo.layout import PROMPT_TEMPLATE, phase_prompt
+    from microforge.trainers import get_workload
+    from microforge.trainers.diffusion.dreambooth import DreamBoothModule
+    from microforge.trainers.diffusion.pipeline import class_prompt_of
+    from microforge.trainers.export import export_artifact
+    from tests.trainers.tiny_sd import save_tiny_pipeline
+
+    save_tiny_pipeline(pipeline)
+    module = DreamBoothModule(pretrained=str(pipeline), phase="t2", instance_prompt=phase_prompt("t2"),
+                              class_prompt=class_prompt_of(PROMPT_TEMPLATE), prompt_template=PROMPT_TEMPLATE,
+                              resolution=32)
+    export_artifact(module, directory, workload=get_workload("dreambooth"))
+
+
 @pytest.fixture(scope="module")
 def app(ray_local, tmp_path_factory):
     """The application with a GAN and a DDPM (the newest generator); 12 DDPM images per request
@@ -53,7 +72,8 @@ def app(ray_local, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("serve-diffusion")
     save_tiny_generator(tmp / "models" / "gan" / "tiny")
-    save_tiny_ddpm(tmp / "models" / "ddpm" / "tiny")
+    save_tiny_dreambooth(tmp / "models" / "dreambooth" / "tiny", tmp / "pipeline")
+    save_tiny_ddpm(tmp / "models" / "ddpm" / "tiny")  # the newest
     card = json.loads((tmp / "models" / "ddpm" / "tiny" / "model.json").read_text())
     side = int(card["preprocessing"]["image_size"])
     port, state_actor = free_port(), f"state-{uuid.uuid4().hex[:8]}"
@@ -106,7 +126,8 @@ def pixels(data_url: str) -> np.ndarray:
 
 def test_models_are_listed_with_their_options(client):
     listed = {m["id"]: m for m in ok(client.get("/available_models", params={"task": "generate"}))["models"]}
-    assert set(listed) == {DDPM, GAN} and listed[DDPM]["type"] == "generator" and listed[DDPM]["workload"] == "ddpm"
+    assert set(listed) == {DDPM, GAN, DREAMBOOTH} and listed[DDPM]["type"] == "generator"
+    assert listed[DDPM]["workload"] == "ddpm" and listed[DREAMBOOTH]["workload"] == "dreambooth"
     options = ok(client.get("/generate_options", params={"model": DDPM}))
     assert options["sampler"] == "diffusion" and options["phases"] == list(PHASES) and len(PHASES) == 16
     assert options["max_steps"] == MAX_STEPS and options["defaults"] == {"steps": 50, "guidance": 7.5,
@@ -171,6 +192,25 @@ def test_images_are_the_bytes_of_the_offline_chunks(client, app, tmp_path):
     actor = DiffusionChunkGenerator(**request.job_args(tmp_path))
     offline = [encode_image(image, ".png") for image in [*actor.images(range(8)), *actor.images(range(8, 16))]]
     assert [png(i["image_b64"]) for i in images] == offline[6:10]
+
+
+def test_a_dreambooth_pipeline_is_served_as_generate_diffusion_samples_it(client, app, tmp_path):
+    """The fine-tuned pipeline answers for its own phase only, with the bytes of the offline chunk."""
+    from microforge.datasets.images import encode_image
+    from microforge.generate.diffusion import DiffusionChunkGenerator, DiffusionRequest
+
+    options = ok(client.get("/generate_options", params={"model": DREAMBOOTH}))
+    assert options["sampler"] == "diffusion" and options["phases"] == ["t2"]
+    request = {"phase": "t2", "seed": 5, "steps": 2, "guidance": 3.0, "scheduler": "dpm"}
+    body = ok(client.post("/generate", json={"model": DREAMBOOTH, **request, "n": 3}))
+    assert [i["index"] for i in body["images"]] == [0, 1, 2] and body["model_info"]["component"] == "unet"
+    actor = DiffusionChunkGenerator(**DiffusionRequest(app["models"] / "dreambooth" / "tiny", 8, **request)
+                                    .job_args(tmp_path))
+    offline = [encode_image(image, ".png") for image in actor.images(range(8))]
+    assert [png(i["image_b64"]) for i in body["images"]] == offline[:3]
+    assert len(set(offline[:3])) == 3  # a seed per image
+    refused = fails(client.post("/generate", json={"model": DREAMBOOTH, **request, "phase": "t4", "n": 1}), 422)
+    assert "does not generate phase t4; it generates t2" in refused
 
 
 @pytest.mark.slow

@@ -187,7 +187,7 @@ DREAMBOOTH = Workload(
     cadence=Cadence(every=100, unit="steps"),
     components=("unet",),
     transform=TRANSFORM,
-    serve_task=None,
+    serve_task="generate",  # the artifact holds the whole fine-tuned pipeline (diffusers/)
     probe="microforge.trainers.diffusion.dreambooth_workload:probe_dreambooth",
     preset_option="preset",
     size_option="resolution",
