@@ -13,7 +13,8 @@
    with N and 2N images: ``images/s`` is the steady rate (N / the difference of the two times),
    ``fixed s`` what a job costs whatever its size (actor start-up, the manifest), and
    ``overhead ms`` the wall time per image per worker that is neither encode nor write inside
-   the workers (Ray Data, the driver, the OS).
+   the workers (Ray Data, the driver, the OS); ``in stages`` and ``CPU busy`` tell idle gaps
+   between tasks from CPU contention (the explanation of a speed-up under the goal).
    Goals: 1 worker >= 80 % of the encode-only rate; 2 workers >= 1.7x of 1 on 2 cores.
 3. Scale-out projection: the measured 2-worker rate per core times --cores, and the output
    bandwidth that implies (the written bytes per image measured in step 2).
@@ -122,15 +123,34 @@ def tree_size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [float(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return float("nan"), float("nan")
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0.0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def steady_rate(kind, config, n: int, options, workers: int, out: Path) -> dict:
-    """One measurement: jobs of n and 2n images; the steady rate from the difference."""
-    times, summary = [], None
+    """One measurement: jobs of n and 2n images; the steady rate from the difference. Also from
+    the difference: the share of the workers' wall time spent in the writer's stages, and the
+    share of the machine's CPU time that was busy (any process: workers, Ray, the driver)."""
+    times, stages, cpu, summary = [], [], [], None
     for size in (n, 2 * n):
+        before = machine_cpu()
         summary = generate(kind, config, size, out / f"{workers}-{size}", options=options, workers=workers)
+        after = machine_cpu()
         times.append(summary.seconds)
+        stages.append(sum(summary.stage_seconds.values()))
+        cpu.append((after[0] - before[0], after[1] - before[1]))
     rate = n / max(times[1] - times[0], 1e-9)
     inside = sum(summary.stage_seconds.values()) / summary.n * 1e3
     return {"rate": rate, "fixed": times[0] - n / rate,
+            "in_stages": (stages[1] - stages[0]) / workers / max(times[1] - times[0], 1e-9),
+            "busy": (cpu[1][0] - cpu[0][0]) / max(cpu[1][1] - cpu[0][1], 1e-9),
             "encode": summary.stage_seconds.get("encode", 0) / summary.n * 1e3,
             "write": (summary.stage_seconds.get("write", 0) + summary.stage_seconds.get("verify", 0)) / summary.n * 1e3,
             "overhead": workers * 1e3 / rate - inside, "bytes": tree_size(out / f"{workers}-{2 * n}") / summary.n}
@@ -199,15 +219,21 @@ def main() -> None:
     print(f"\n2. Ray Data, local Ray of 2 CPUs, jobs of {args.n} and {2 * args.n} images, "
           f"medians of {args.repeats} round(s)")
     print(f"{'renderer':<9} {'layout':<7} {'workers':>7} {'images/s':>9} {'speed-up':>8} {'vs encode':>9} "
-          f"{'encode ms':>9} {'write ms':>8} {'overhead ms':>11} {'fixed s':>7} {'KiB/image':>9}")
+          f"{'encode ms':>9} {'write ms':>8} {'overhead ms':>11} {'in stages':>9} {'CPU busy':>8} {'fixed s':>7} "
+          f"{'KiB/image':>9}")
     for r in rows:
         share = r["rate"] / r["workers"] / encode_rate[r["renderer"]]
         print(f"{r['renderer']:<9} {r['layout']:<7} {r['workers']:>7} {r['rate']:>9.2f} {r['speedup']:>7.2f}x "
-              f"{share:>8.0%} {r['encode']:>9.1f} {r['write']:>8.1f} {r['overhead']:>11.1f} {r['fixed']:>7.1f} "
+              f"{share:>8.0%} {r['encode']:>9.1f} {r['write']:>8.1f} {r['overhead']:>11.1f} {r['in_stages']:>9.0%} "
+              f"{r['busy']:>8.0%} {r['fixed']:>7.1f} "
               f"{r['bytes'] / 1024:>9.0f}" + (f"  (rounds {', '.join(f'{x:.2f}' for x in r['speedups'])})"
                                                if r["workers"] == 2 and len(r["speedups"]) > 1 else ""))
     print("vs encode: images/s per worker / the one-core encode-only rate (goal >= 80 % with 1 worker); "
           "speed-up goal >= 1.7x with 2")
+    print("in stages: share of each worker's wall time inside encode and write; CPU busy: share of the "
+          "machine's CPU time used by any process (both over the extra images of the larger job). With 2 "
+          "workers, busy well under 100 % means idle gaps between tasks; encode ms above the 1-worker "
+          "figure means the two workers slow each other (shared caches, memory bandwidth, the VM's cores)")
 
     print(f"\n3. projection to {args.cores} cores (2-worker rate per core)")
     for r in rows:
