@@ -257,12 +257,14 @@ class UNetModule(pl.LightningModule):
         scale = {}
         if self.hparams.blob:
             from microforge.datasets.blob_presets import blob_object_scale
+            from microforge.datasets.blobs import BlobConfig
 
             blob = {**self.hparams.blob, "size": self.hparams.image_size}
             scale = {"scale": {"image_size": self.hparams.image_size, **blob_object_scale(blob),
                                "random_rescale": self.hparams.random_rescale}}
-            if blob.get("bit_depths"):  # training images were percentile-normalised at this scale
-                scale["scale"]["percentile_clip"] = list(blob.get("percentile_clip", (0.5, 99.5)))
+            recipe = BlobConfig.load(blob)
+            if recipe.bit_depths:  # training images were percentile-normalised at this scale
+                scale["scale"]["percentile_clip"] = list(recipe.percentile_clip)
         return {**scale,
             "channels": self.model.config["in_channels"],
             "layout": "(B, 1, H, W) float32",
