@@ -32,7 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="tiny", choices=("tiny", "small", "standard"))
     p.add_argument("--size", type=int, default=256, help="training window (px)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--train-samples", type=int, default=64)
+    p.add_argument("--train-samples", type=int, default=64, help="training windows per epoch")
+    p.add_argument("--input-scale", type=float, default=0.5, help="resize factor of the images (recorded)")
+    p.add_argument("--windows-per-image", type=int, default=4, help="training windows per rendered image")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="train on GPUs (bf16-mixed)")
@@ -61,6 +63,7 @@ def train(args: argparse.Namespace, runs: Path) -> Path:
     workload = get_workload("crystals")
     options = {"max_time": {"seconds": args.minutes * 60}} if args.minutes else {}
     job = workload.job({"preset": args.preset, "image_size": args.size, "train_samples": args.train_samples,
+                        "input_scale": args.input_scale, "windows_per_image": args.windows_per_image,
                         "val_samples": 8, "synth": f"crystals:{args.crystal_preset}",
                         "crystal_options": {"stage_lambda_range": lambda_range(*args.t_range)}},
                        epochs=args.epochs, runs_dir=runs, name="bench", batch_size=args.batch_size,
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from microforge.evaluate.detector import score_detections
-    from microforge.trainers.detector.predict import detect_image
+    from microforge.trainers.detector.predict import detect_image, recorded_count_score, recorded_scale
     from microforge.trainers.detector.targets import DecodeSettings
     from microforge.trainers.registry import load_artifact
 
@@ -109,24 +112,26 @@ def main(argv: list[str] | None = None) -> dict:
         model = artifact["model"].eval()
         images, gts = held_out(args)
         decode = DecodeSettings(score_threshold=0.01)
+        scale = recorded_scale(artifact.preprocessing)
         preds = []
         for image in images:
-            found = detect_image(model, image, transform=artifact.transform, decode=decode)
+            found = detect_image(model, image, transform=artifact.transform, decode=decode, scale=scale)
             preds.append((found.boxes, found.scores))
-        report = score_detections(preds, gts).report
+        count_score = recorded_count_score(artifact.preprocessing)
+        report = score_detections(preds, gts, count_score=count_score).report
         w, h = args.infer_size
         frame = images[0] if images and images[0].shape[:2] == (h, w) else \
             np.random.default_rng(0).integers(0, 255, (h, w), dtype=np.uint8)
-        detect_image(model, frame, transform=artifact.transform)  # warm-up
+        detect_image(model, frame, transform=artifact.transform, scale=scale)  # warm-up
         times = []
         for _ in range(args.infer_repeats):
             started = time.perf_counter()
-            detect_image(model, frame, transform=artifact.transform)
+            detect_image(model, frame, transform=artifact.transform, scale=scale)
             times.append(time.perf_counter() - started)
     result = {"model": str(model_dir) if args.model else "trained here", "preset": args.preset,
               "epochs": None if args.model else args.epochs,
               "device": "GPU" if args.gpus_per_worker else "CPU", "test_images": len(images),
-              "t_range": list(args.t_range), "ap50": report["ap50"], "ap50_95": report["ap50_95"],
+              "t_range": list(args.t_range), "input_scale": scale, "count_score": count_score, "ap50": report["ap50"], "ap50_95": report["ap50_95"],
               "count_error": report["count_error"], "length_error": report["length_error"],
               "width_error": report["width_error"], "infer_size": [w, h], "threads": args.threads,
               "images_per_s": 1.0 / statistics.median(times), "load_avg": os.getloadavg()[0]}

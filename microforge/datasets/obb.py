@@ -57,46 +57,6 @@ class OrientedBox:
         return np.asarray(self.corners, dtype=np.float64)
 
 
-def polygon_area(points: np.ndarray) -> float:
-    """Area of a simple polygon, shape (N, 2), by the shoelace formula (0 for N < 3)."""
-    if len(points) < 3:
-        return 0.0
-    x, y = points[:, 0], points[:, 1]
-    # np.roll(v, -1), spelled out: np.roll's generality costs 5x the arithmetic here.
-    return float(abs(np.dot(x, np.concatenate((y[1:], y[:1]))) - np.dot(y, np.concatenate((x[1:], x[:1])))) / 2)
-
-
-def clip_polygon_to_image(points: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Intersect a convex polygon, shape (N, 2), with the image rectangle [0, W] x [0, H].
-
-    Sutherland-Hodgman: clip against the four border half-planes in turn. Done in float64
-    (Python floats: a handful of vertices costs less than numpy's per-call overhead) rather than
-    cv2.intersectConvexConvex, which works in float32 and loses ~1e-4 px.
-
-    Returns:
-        The clipped polygon, shape (M, 2); M is 0 when nothing is inside.
-    """
-    poly = [(float(x), float(y)) for x, y in np.asarray(points, dtype=np.float64).reshape(-1, 2)]
-    # (axis, bound, side): keep points with side * (p[axis] - bound) >= 0
-    borders = ((0, 0.0, 1), (0, float(width), -1), (1, 0.0, 1), (1, float(height), -1))
-    for axis, bound, side in borders:
-        if not poly:
-            break
-        kept = []
-        for a, b in zip(poly, poly[1:] + poly[:1]):
-            a_in = side * (a[axis] - bound) >= 0
-            b_in = side * (b[axis] - bound) >= 0
-            if a_in:
-                kept.append(a)
-            if a_in != b_in:
-                t = (bound - a[axis]) / (b[axis] - a[axis])
-                crossing = [a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])]
-                crossing[axis] = bound  # exactly on the border, whatever the rounding
-                kept.append((crossing[0], crossing[1]))
-        poly = kept
-    return np.array(poly, dtype=np.float64).reshape(-1, 2)
-
-
 def clip_boxes(boxes: Iterable[OrientedBox], width: int, height: int,
                min_visible_fraction: float = 0.25) -> list[OrientedBox]:
     """Clip oriented boxes to an image of ``width`` x ``height`` pixels, i.e. [0, W] x [0, H].
@@ -133,34 +93,20 @@ def clip_boxes(boxes: Iterable[OrientedBox], width: int, height: int,
         raise ConfigError(f"min_visible_fraction must be in [0, 1], got {min_visible_fraction}")
     if not (width > 0 and height > 0):
         raise ConfigError(f"image size must be positive, got width={width}, height={height}")
+    from .rotated import clip_box_array  # the geometry, on arrays (that module imports this one)
+
     boxes = list(boxes)
-    # Most boxes lie wholly inside: one array test for all of them (a per-box test cost ~50 us
-    # a box, a third of a crystal image's labelling); only the others are clipped one by one.
-    corners_all = np.array([box.corners for box in boxes], dtype=np.float64).reshape(-1, 4, 2)
-    inside_all = ((corners_all[..., 0] >= 0) & (corners_all[..., 0] <= width)
-                  & (corners_all[..., 1] >= 0) & (corners_all[..., 1] <= height)).all(axis=1)
+    geometry = np.array([(b.cx, b.cy, b.length, b.width, b.angle) for b in boxes], np.float64).reshape(-1, 5)
     kept: list[OrientedBox] = []
-    for box, corners, inside in zip(boxes, corners_all, inside_all.tolist()):
-        if inside:
+    for row, i, cut in zip(*clip_box_array(geometry, width, height, min_visible_fraction)):
+        box = boxes[i]
+        if not cut:
             kept.append(box)
             continue
-        visible = clip_polygon_to_image(corners, width, height)
-        full_area = polygon_area(corners)
-        visible_area = polygon_area(visible)
-        if full_area <= 0 or visible_area <= 0 or visible_area / full_area < min_visible_fraction:
-            continue
-        c, s = math.cos(box.angle), math.sin(box.angle)
-        along = visible @ np.array([c, s])      # coordinate on the length axis u
-        across = visible @ np.array([-s, c])    # coordinate on the width axis v
-        mid_u = (along.min() + along.max()) / 2
-        mid_v = (across.min() + across.max()) / 2
-        cx, cy = mid_u * c - mid_v * s, mid_u * s + mid_v * c
-        length = float(along.max() - along.min())
-        box_width = float(across.max() - across.min())
+        cx, cy, length, box_width = (float(v) for v in row[:4])
         new_corners = box_corners(cx, cy, length, box_width, box.angle)
         new_corners[:, 0] = np.clip(new_corners[:, 0], 0, width)
         new_corners[:, 1] = np.clip(new_corners[:, 1], 0, height)
-        kept.append(OrientedBox(float(cx), float(cy), length, box_width, box.angle,
-                                tuple((float(x), float(y)) for x, y in new_corners),
-                                True, box.class_name))
+        kept.append(OrientedBox(cx, cy, length, box_width, box.angle,
+                                tuple((float(x), float(y)) for x, y in new_corners), True, box.class_name))
     return kept

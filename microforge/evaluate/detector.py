@@ -6,7 +6,8 @@ scoring at least ``count_score`` against the labelled rods), and the relative le
 errors of the detections matched at IoU 0.5. The report gives medians over images (count) and
 over matched rods (length, width), as the issue's targets are stated.
 :func:`evaluate_detector` runs an artifact over a split of a dataset directory read through the
-manifest reader; :func:`write_report` writes ``report.json``, ``per_image.csv``, ``pr_curve.png``
+manifest reader, counting at the artifact's recorded count score unless given one;
+:func:`write_report` writes ``report.json``, ``per_image.csv``, ``pr_curve.png``
 and ``overlays.png``.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from microforge.platform.errors import DatasetError, MicroforgeError
 from microforge.platform.storage import atomic_write_bytes, atomic_write_text
-from microforge.trainers.detector.lightning import COUNT_SCORE
+from microforge.trainers.detector.targets import COUNT_SCORE
 from microforge.trainers.detector.metrics import COCO_THRESHOLDS, average_precision, match_image, pr_curve
 
 __all__ = ["DetectorEval", "evaluate_detector", "score_detections", "write_report"]
@@ -115,7 +116,7 @@ def _pick_split(dataset_dir: str, split: str | None) -> str:
 
 
 def evaluate_detector(model_dir: str | Path, data_dir: str | Path, *, split: str | None = None,
-                      max_images: int | None = None, count_score: float = COUNT_SCORE, tile: int = 1024,
+                      max_images: int | None = None, count_score: float | None = None, tile: int = 1024,
                       overlap: int = 384, address: str | None = None,
                       progress: Callable[[int, int], None] | None = None) -> DetectorEval:
     """Detect the rods of every image of ``split`` (default: ``test``, else ``val``, else ``train``)
@@ -130,7 +131,7 @@ def evaluate_detector(model_dir: str | Path, data_dir: str | Path, *, split: str
     from microforge.datasets.manifest import column_kinds, manifest_dataset, read_manifest
     from microforge.platform.runtime import ray_runtime
     from microforge.trainers.detector.data import LABEL_COLUMNS, _parse_labels
-    from microforge.trainers.detector.predict import TilingSettings, detect_image
+    from microforge.trainers.detector.predict import TilingSettings, detect_image, recorded_count_score, recorded_scale
     from microforge.trainers.detector.targets import DecodeSettings
     from microforge.trainers.registry import load_artifact
 
@@ -150,6 +151,9 @@ def evaluate_detector(model_dir: str | Path, data_dir: str | Path, *, split: str
     if torch.cuda.is_available():
         model.cuda()
     tiling = TilingSettings(tile, overlap)
+    scale = recorded_scale(artifact.preprocessing)
+    if count_score is None:
+        count_score = recorded_count_score(artifact.preprocessing)
     decode = DecodeSettings(score_threshold=0.01)
     images, gts, preds, names = [], [], [], []
     started = time.perf_counter()
@@ -160,7 +164,8 @@ def evaluate_detector(model_dir: str | Path, data_dir: str | Path, *, split: str
         for batch in dataset.iter_batches(batch_size=4, batch_format="numpy"):
             for image, text, index in zip(batch["image"], batch[column], batch["index"]):
                 h, w = np.shape(image)[:2]
-                found = detect_image(model, image, transform=artifact.transform, decode=decode, tiling=tiling)
+                found = detect_image(model, image, transform=artifact.transform, decode=decode, tiling=tiling,
+                                     scale=scale)
                 images.append(np.asarray(image))
                 gts.append(_parse_labels(str(text), fmt, w, h))
                 preds.append((found.boxes, found.scores))

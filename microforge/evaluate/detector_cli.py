@@ -16,7 +16,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None, help="manifest split (default: test, else val, else train)")
     parser.add_argument("--max-images", type=int, default=None, help="score at most N images")
     parser.add_argument("--count-score", type=float, default=None,
-                        help="detections scoring at least this count as rods (default 0.3)")
+                        help="detections scoring at least this count as rods (default: the score the "
+                             "artifact chose on its validation set, else 0.3)")
     parser.add_argument("--tile", type=int, default=1024, help="largest side run in one pass; larger images "
                                                                "are tiled (default 1024)")
     parser.add_argument("--overlap", type=int, default=384, help="overlap of neighbouring tiles in px (default 384)")
@@ -26,15 +27,14 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from microforge.platform.errors import ConfigError
-    from microforge.trainers.detector.lightning import COUNT_SCORE
     from microforge.trainers.detector.predict import TilingSettings
 
     from .detector import evaluate_detector, write_report
 
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
-    count_score = COUNT_SCORE if args.count_score is None else args.count_score
-    if not 0.0 <= count_score <= 1.0:
+    count_score = args.count_score  # None: the one the artifact records
+    if count_score is not None and not 0.0 <= count_score <= 1.0:
         raise ConfigError(f"--count-score must lie in [0, 1], got {count_score}")
     TilingSettings(args.tile, args.overlap)  # checked before any work
     result = evaluate_detector(args.model, args.data, split=args.split, max_images=args.max_images,

@@ -150,17 +150,22 @@ def _load_artifact_detector(models_dir: str | Path, model_id: str) -> Detector:
     """A trained oriented-box detector artifact (task ``detect``)."""
     import torch
 
-    from microforge.trainers.detector.predict import detect_image, detections_as_dicts
+    from microforge.trainers.detector.predict import (detect_image, detections_as_dicts, recorded_count_score,
+                                                      recorded_scale)
+    from microforge.trainers.detector.targets import DecodeSettings
 
     artifact, device = load_served_artifact(models_dir, model_id, "detect")
     served = ServedArtifact(model_id, artifact, device)
     module = served.component("model")
     module.eval()
     info = served.describe(module, "detector", "detect")
+    scale = recorded_scale(artifact.preprocessing)
+    # Serve reports rods, as eval counts them: the detections scoring the recorded count score.
+    decode = DecodeSettings(score_threshold=recorded_count_score(artifact.preprocessing))
 
     def run(image: np.ndarray) -> list[dict[str, Any]]:
         with torch.inference_mode():
-            found = detect_image(module, image, transform=artifact.transform)
+            found = detect_image(module, image, transform=artifact.transform, scale=scale, decode=decode)
         return detections_as_dicts(found)
 
     return Detector(info, run)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["MAX_TRUNCATION", "MIN_TRUNCATION", "check_truncation", "colorize_images", "generate_images",
-           "gray_uint8", "input_scale", "latents", "segment_probabilities"]
+           "gray_uint8", "input_scale", "latents", "resize_image", "segment_probabilities"]
 
 MIN_TRUNCATION = 0.05
 MAX_TRUNCATION = 4.0
@@ -75,7 +75,9 @@ def input_scale(shape: tuple[int, ...], preprocessing: Mapping[str, Any] | None,
     return 1.0
 
 
-def _resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resize_image(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``array`` resized to ``(H, W)`` ``shape``: area-averaged when it shrinks (so noise averages
+    as a coarser sensor's would), bilinear when it grows."""
     import cv2
 
     if array.shape == shape:
@@ -162,7 +164,7 @@ def segment_probabilities(model: "torch.nn.Module", transform: Transform, images
         factor = input_scale(np.shape(image), preprocessing, scales[i])
         h, w = np.shape(image)
         shape = (max(1, round(h * factor)), max(1, round(w * factor)))
-        inputs[i] = _resize(transform.apply(image), shape)
+        inputs[i] = resize_image(transform.apply(image), shape)
         if recorded.get("percentile_clip"):
             inputs[i] = percentile_stretch(inputs[i], *recorded["percentile_clip"], False)[0]
         if tile and max(shape) > tile:
@@ -174,7 +176,7 @@ def segment_probabilities(model: "torch.nn.Module", transform: Transform, images
         for i, prob in zip(indices, probs):
             out[i] = prob
     for i, image in enumerate(images):
-        out[i] = np.clip(_resize(out[i], np.shape(image)), 0.0, 1.0).astype(np.float32)  # type: ignore[arg-type]
+        out[i] = np.clip(resize_image(out[i], np.shape(image)), 0.0, 1.0).astype(np.float32)  # type: ignore[arg-type]
     return out  # type: ignore[return-value]
 
 

@@ -6,9 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from microforge.datasets.obb import (
-    OrientedBox, clip_boxes, clip_polygon_to_image, normalise_angle, polygon_area,
-)
+from microforge.datasets.obb import OrientedBox, clip_boxes, normalise_angle
+from microforge.datasets.rotated import boxes_array, visible_areas
 from microforge.platform.errors import ConfigError
 
 W, H = 320, 240
@@ -33,7 +32,6 @@ def test_corners_agree_with_geometry_at_random_angles():
         assert np.linalg.norm(c[1] - c[2]) == pytest.approx(width)
         along = c[0] - c[1]
         assert angle_diff(math.atan2(along[1], along[0]), box.angle) < 1e-9
-        assert polygon_area(c) == pytest.approx(length * width)
 
 
 def test_normalise_angle_range():
@@ -43,15 +41,18 @@ def test_normalise_angle_range():
         assert angle_diff(n, a) < 1e-9
 
 
-def test_clip_polygon_matches_opencv():
+def test_visible_area_matches_opencv():
     rng = np.random.default_rng(1)
-    for _ in range(100):
-        box = OrientedBox.from_geometry(*rng.uniform(-40, 360, size=2), rng.uniform(5, 300),
-                                        rng.uniform(2, 40), rng.uniform(-2, 2))
-        ours = polygon_area(clip_polygon_to_image(box.corners_array(), W, H))
-        image = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float32)
+    boxes = [OrientedBox.from_geometry(*rng.uniform(-40, 360, size=2), rng.uniform(5, 300), rng.uniform(2, 40),
+                                       rng.uniform(-2, 2)) for _ in range(100)]
+    boxes += [OrientedBox.from_geometry(W / 2, H / 2, 10, 4, a) for a in (0.0, math.pi / 2)]  # wholly inside
+    boxes += [OrientedBox.from_geometry(0, 50, 40, 10, 0.0), OrientedBox.from_geometry(-30, -30, 20, 4, 0.5)]
+    ours = visible_areas(boxes_array(boxes), W, H)
+    image = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float32)
+    for box, area in zip(boxes, ours):
         cv_area, _ = cv2.intersectConvexConvex(box.corners_array().astype(np.float32), image)
-        assert ours == pytest.approx(max(cv_area, 0.0), abs=1e-2)
+        assert area == pytest.approx(max(cv_area, 0.0), abs=1e-2)
+    assert ours[-2] == pytest.approx(200) and ours[-1] == 0.0
 
 
 def test_box_inside_is_unchanged():

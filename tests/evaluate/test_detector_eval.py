@@ -95,6 +95,9 @@ def test_eval_crystals_writes_report_table_and_pictures(trained):
         assert key in report
     assert 0.0 <= report["ap50"] <= 1.0 and report["split"] == "test" and report["images"] >= 1
     assert len(report["per_image"]) == report["images"]
+    # counted at the score the training run chose on its validation windows and recorded
+    recorded = json.loads((run_dir / "model" / "model.json").read_text())["preprocessing"]
+    assert report["count_score"] == recorded["count_score"] and recorded["input_scale"] == 0.5
     table = (root / "eval" / "per_image.csv").read_text().splitlines()
     assert table[0].startswith("image,rods,found,count_error") and len(table) == report["images"] + 1
     for name in ("pr_curve.png", "overlays.png"):

@@ -14,8 +14,9 @@ from microforge.trainers import EpochBatches
 from microforge.trainers.detector.data import render_crystal_tiles
 from microforge.trainers.detector.lightning import DetectorModule
 from microforge.trainers.detector.model import HEADS, detector_from_preset
-from microforge.trainers.detector.predict import TilingSettings, detect_image
-from microforge.trainers.detector.targets import Augmentation, augment, decode_maps, encode_targets
+from microforge.trainers.detector.predict import TilingSettings, detect_image, recorded_count_score, recorded_scale
+from microforge.trainers.detector.targets import (COUNT_SCORE_GRID, Augmentation, augment, decode_maps,
+                                                  encode_targets, rescale, scale_boxes)
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
@@ -144,6 +145,43 @@ def test_rendered_rows_are_dense_and_deterministic():
         assert np.array_equal(a[key], b[key]), key
 
 
+def test_windows_share_a_render_and_stay_pure_per_index():
+    tile = {"image_size": 48, "max_boxes": 32, "windows_per_image": 3, "input_scale": 0.5}
+    config = {"crystal": SMALL_CRYSTALS, "tile": tile}
+    batch = render_crystal_tiles(config, 0, range(6))
+    alone = render_crystal_tiles(config, 0, [4])
+    for key in alone:
+        if key != "index":
+            assert np.array_equal(batch[key][4], alone[key][0]), key
+    # 96 px renders halved to 48 px: every window is the whole image, so 3..5 show image 1
+    assert np.array_equal(batch["image"][3], batch["image"][5])
+    assert not np.array_equal(batch["image"][2], batch["image"][3])
+    full = render_crystal_tiles({"crystal": SMALL_CRYSTALS, "tile": {"image_size": 96, "max_boxes": 32}}, 0, [1])
+    n = int(full["n_boxes"][0])
+    assert int(batch["n_boxes"][3]) == n
+    np.testing.assert_allclose(batch["boxes"][3, :n, :4], full["boxes"][0, :n, :4] * 0.5, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(batch["boxes"][3, :n, 4], full["boxes"][0, :n, 4], atol=1e-6)
+
+
+def test_detection_runs_at_the_recorded_scale_and_answers_in_input_pixels():
+    torch.manual_seed(0)
+    model = detector_from_preset("tiny").eval()
+    image = render_crystal_tiles({"crystal": SMALL_CRYSTALS, "tile": {"image_size": 96}}, 0, [0])["image"][0, 0]
+    halved, _ = rescale(image, np.zeros((0, 5)), 0.5)
+    assert halved.shape == (48, 48)
+    at_half = detect_image(model, image, scale=0.5)
+    direct = detect_image(model, halved)
+    assert len(at_half.boxes) == len(direct.boxes) > 0
+    np.testing.assert_allclose(at_half.boxes, scale_boxes(direct.boxes, 2.0), rtol=1e-5)
+    np.testing.assert_array_equal(at_half.scores, direct.scores)
+    recorded = DetectorModule(preset="tiny", image_size=64, input_scale=0.5).export_preprocessing()
+    assert recorded_scale(recorded) == 0.5 and recorded_scale({}) == 1.0
+    with pytest.raises(ConfigError, match="scale"):
+        detect_image(model, image, scale=0.0)
+    with pytest.raises(ConfigError, match="input_scale"):
+        DetectorModule(preset="tiny", image_size=64, input_scale=-1.0)
+
+
 def test_loss_falls_and_validation_logs_ap(tmp_path):
     import pytorch_lightning as pl
 
@@ -161,8 +199,14 @@ def test_loss_falls_and_validation_logs_ap(tmp_path):
     first = loss()
     trainer.fit(module, train_dataloaders=train, val_dataloaders=crystal_batches(1, batch=2, seed=1))
     metrics = trainer.callback_metrics
-    for name in ("val_ap50", "val_ap50_95", "val_count_error", "val_loss", "train_loss", "train_heatmap"):
+    for name in ("val_ap50", "val_ap50_95", "val_count_error", "val_count_score", "val_loss", "train_loss",
+                 "train_heatmap"):
         assert name in metrics and torch.isfinite(metrics[name]), name
+    # the count threshold chosen on validation is the module's state and the artifact's record
+    chosen = float(module.count_score)
+    assert chosen in COUNT_SCORE_GRID and float(metrics["val_count_score"]) == pytest.approx(chosen)
+    assert recorded_count_score(module.export_preprocessing()) == pytest.approx(chosen)
+    assert "count_score" in module.state_dict()
     assert 0.0 <= float(metrics["val_ap50"]) <= 1.0
     assert loss() < 0.6 * first
 

@@ -6,10 +6,12 @@ Both give batches of equal-shaped arrays (see :func:`~.targets.encode_targets`):
 renders or reads the image, so the training process only stacks tensors.
 
 * :func:`render_crystal_tiles` is the batch renderer of
-  :class:`~microforge.trainers.data.SyntheticData`: image ``index`` of the crystal config, an
-  ``S`` x ``S`` window at a position drawn from ``(seed, index)``, its boxes clipped to the window
-  as dataset labels are, then (training) :func:`~.targets.augment`. A pure function of
-  ``(config, seed, index)``.
+  :class:`~microforge.trainers.data.SyntheticData`: sample ``index`` is an ``S`` x ``S`` window,
+  at a position drawn from ``(seed, index)``, of crystal image ``index // windows_per_image``
+  resized by ``input_scale``, its boxes clipped to the window as dataset labels are, then
+  (training) :func:`~.targets.augment`. A pure function of ``(config, seed, index)``. A
+  1024 x 768 render costs 2-4 times a training step's share of a window, so each rendered
+  image yields several windows (a task renders each of its images once).
 * :class:`CrystalManifestData` reads a dataset directory written by ``microforge synth crystals``
   (or any manifest with an image column and DOTA or Ultralytics OBB label files) through the
   manifest reader. Its splits are static (Ray re-executes them unchanged each epoch), so training
@@ -28,13 +30,13 @@ from microforge.datasets.labels import parse_dota, parse_ultralytics_obb
 from microforge.datasets.rotated import boxes_array
 from microforge.platform.errors import ConfigError, DatasetError
 
-from .targets import Augmentation, augment, crop, encode_targets
+from .targets import Augmentation, augment, check_scale, crop, encode_targets, rescale
 
 if TYPE_CHECKING:
     import ray.data
 
 __all__ = ["CrystalManifestData", "LABEL_COLUMNS", "TileSettings", "render_crystal_tiles", "sample_from_image",
-           "train_settings"]
+           "train_settings", "window_sample"]
 
 # Label columns a crystal dataset may have, in order of preference: (column, format).
 LABEL_COLUMNS = (("path_labels_dota", "dota"), ("path_labels", "ultralytics"))
@@ -43,17 +45,25 @@ _CROP_STREAM = 7919  # a third SeedSequence key: the window and augmentation nev
 
 @dataclass(frozen=True)
 class TileSettings:
-    """Window side ``image_size`` (px), output ``stride``, ``max_boxes`` kept per window for AP,
-    and ``min_visible_fraction`` of a rod cut by the window to keep it (as the dataset writer)."""
+    """Window side ``image_size`` (px, after the resize), output ``stride``, ``max_boxes`` kept per
+    window for AP, ``min_visible_fraction`` of a rod cut by the window to keep it (as the dataset
+    writer), ``input_scale``: the factor images are resized by before windows are cut (the network
+    then sees rods this many times their size; the artifact records it for inference), and
+    ``windows_per_image``: training windows cut from each rendered image."""
 
     image_size: int = 256
     stride: int = 4
     max_boxes: int = 512
     min_visible_fraction: float = 0.25
+    input_scale: float = 1.0
+    windows_per_image: int = 1
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size % self.stride:
             raise ConfigError(f"image size {self.image_size} must be >= 8 and a multiple of {self.stride}")
+        check_scale(self.input_scale)
+        if not 1 <= self.windows_per_image <= 64:
+            raise ConfigError(f"windows_per_image must be in [1, 64], got {self.windows_per_image}")
 
 
 def train_settings(epoch: int, total_epochs: int) -> dict[str, Any]:
@@ -80,7 +90,12 @@ def sample_from_image(image: np.ndarray, boxes: np.ndarray, rng: np.random.Gener
                       augmentation: bool) -> dict[str, np.ndarray]:
     """One training row: a random ``tile.image_size`` window of ``image`` with its boxes, augmented
     or not, as the image plus dense targets."""
-    gray = _gray_unit(image)
+    return window_sample(*rescale(_gray_unit(image), boxes, tile.input_scale), rng, tile, augmentation)
+
+
+def window_sample(gray: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, tile: TileSettings,
+                  augmentation: bool) -> dict[str, np.ndarray]:
+    """:func:`sample_from_image` of an image already in [0, 1] and resized by ``tile.input_scale``."""
     size = tile.image_size
     h, w = gray.shape
     x0 = int(rng.integers(0, max(w - size, 0) + 1))
@@ -110,11 +125,14 @@ def render_crystal_tiles(config: dict[str, Any], seed: int, indices: Sequence[in
     from microforge.datasets.crystals import render_crystal
 
     tile = TileSettings(**config.get("tile", {}))
-    rows = []
+    rows, renders = [], {}
     for index in indices:
-        sample = render_crystal(config["crystal"], seed, int(index))
+        image_index = int(index) // tile.windows_per_image
+        if image_index not in renders:  # indices arrive in order: one image at a time is cached
+            sample = render_crystal(config["crystal"], seed, image_index)
+            renders = {image_index: rescale(_gray_unit(sample.image), boxes_array(sample.boxes), tile.input_scale)}
         rng = np.random.default_rng(np.random.SeedSequence([seed, int(index), _CROP_STREAM]))
-        rows.append(sample_from_image(sample.image, boxes_array(sample.boxes), rng, tile, augmentation))
+        rows.append(window_sample(*renders[image_index], rng, tile, augmentation))
     return _stack(rows, indices)
 
 

@@ -5,8 +5,13 @@ Batches are the dense rows of :mod:`.data` (``image (B, 1, S, S)``, heatmap / re
 heatmap (alpha 2, beta 4) normalised by the number of rods, plus L1 on log sizes, on
 ``(cos 2θ, sin 2θ)`` and on the sub-cell offset at the centre cells. Validation decodes the maps
 (rotated NMS) and pools the matches of every rank into ``val_ap50`` (rotated IoU >= 0.5, area
-under the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95`` and
-``val_count_error`` (mean |detections - rods| / max(rods, 1) per window, detections scoring >= 0.3).
+under the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95``,
+``val_count_score``: the score threshold of :data:`~.targets.COUNT_SCORE_GRID` whose count of
+detections is nearest the rods' (mean |detections - rods| / max(rods, 1) per window, pooled over
+ranks; a focal-loss heatmap's scores are not calibrated probabilities, so a fixed threshold
+over- or under-counts), and ``val_count_error`` at it. The threshold is kept in the module's
+state (so the checkpoint ranked best carries its own) and recorded in the artifact, where
+``eval`` and Serve count with it.
 """
 
 from __future__ import annotations
@@ -23,11 +28,9 @@ from microforge.trainers.schedules import adamw_warmup_cosine
 
 from .metrics import average_precision, match_image
 from .model import detector_from_preset
-from .targets import DecodeSettings, decode_maps
+from .targets import COUNT_SCORE, COUNT_SCORE_GRID, DecodeSettings, check_scale, decode_maps
 
-__all__ = ["COUNT_SCORE", "DetectorModule", "detector_loss", "focal_loss"]
-
-COUNT_SCORE = 0.3  # detections at or above this score count as rods (count error)
+__all__ = ["DetectorModule", "detector_loss", "focal_loss"]
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
@@ -58,6 +61,7 @@ class DetectorModule(pl.LightningModule):
         preset: ``tiny``, ``small`` or ``standard`` (see ``DETECTOR_PRESETS``).
         model_overrides: constructor arguments replacing the preset's.
         image_size: training window side (recorded in the artifact).
+        input_scale: the factor training images were resized by (recorded: inference resizes by it).
         lr, weight_decay, warmup_fraction, min_lr_ratio: AdamW with warm-up then cosine decay.
         size_weight, angle_weight, offset_weight: weights of the regression losses.
         max_boxes: boxes per window kept for validation AP (as the data pads them).
@@ -68,10 +72,11 @@ class DetectorModule(pl.LightningModule):
     """
 
     def __init__(self, preset: str = "tiny", model_overrides: dict[str, Any] | None = None, image_size: int = 256,
-                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_fraction: float = 0.05,
+                 input_scale: float = 1.0, lr: float = 2e-3, weight_decay: float = 1e-4, warmup_fraction: float = 0.05,
                  min_lr_ratio: float = 0.01, size_weight: float = 1.0, angle_weight: float = 1.0,
                  offset_weight: float = 1.0, max_boxes: int = 512) -> None:
         super().__init__()
+        check_scale(input_scale)
         if lr <= 0 or weight_decay < 0 or not 0 <= warmup_fraction < 1 or not 0 <= min_lr_ratio <= 1:
             raise ConfigError("DetectorModule: need lr > 0, weight_decay >= 0, warmup_fraction in [0, 1), "
                               f"min_lr_ratio in [0, 1]; got {lr}, {weight_decay}, {warmup_fraction}, {min_lr_ratio}")
@@ -80,8 +85,9 @@ class DetectorModule(pl.LightningModule):
         if image_size % self.model.size_multiple:
             raise ConfigError(f"image size {image_size} does not fit detector preset '{preset}': "
                               f"use a multiple of {self.model.size_multiple}")
+        self.register_buffer("count_score", torch.tensor(COUNT_SCORE, dtype=torch.float64))
         self._matches: list = []
-        self._count_errors: list[float] = []
+        self._count_errors: list[np.ndarray] = []
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(x)
@@ -130,8 +136,8 @@ class DetectorModule(pl.LightningModule):
                                         self.model.stride, DecodeSettings(score_threshold=0.05))
             gt = gts[i, :int(counts[i])]
             self._matches.append(match_image(boxes, scores, gt))
-            n_found = int((scores >= COUNT_SCORE).sum())
-            self._count_errors.append(abs(n_found - len(gt)) / max(len(gt), 1))
+            n_found = (scores[None, :] >= np.asarray(COUNT_SCORE_GRID)[:, None]).sum(axis=1)
+            self._count_errors.append(np.abs(n_found - len(gt)) / max(len(gt), 1))
 
     def on_validation_epoch_end(self) -> None:
         # Matches are pooled over all ranks (AP is not a mean of per-rank APs): gather them.
@@ -143,12 +149,16 @@ class DetectorModule(pl.LightningModule):
         if not matches:
             return
         ap = average_precision(matches)
+        count_errors = np.sum(self._count_errors, axis=0) if self._count_errors else np.zeros(len(COUNT_SCORE_GRID))
         sums = torch.tensor([sum(l * n for l, n in self._val_loss), sum(n for _, n in self._val_loss),
-                             float(np.sum(self._count_errors))], dtype=torch.float64, device=self.device)
+                             *count_errors], dtype=torch.float64, device=self.device)
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        best = int(torch.argmin(sums[2:]))  # the same on every rank: the sums are
+        self.count_score.fill_(COUNT_SCORE_GRID[best])
         values = {"val_ap50": ap["ap50"], "val_ap50_95": ap["ap50_95"],
                   "val_loss": float(sums[0] / sums[1].clamp_min(1)),
-                  "val_count_error": float(sums[2] / sums[1].clamp_min(1))}
+                  "val_count_error": float(sums[2 + best] / sums[1].clamp_min(1)),
+                  "val_count_score": COUNT_SCORE_GRID[best]}
         self.log_dict(values, on_step=False, on_epoch=True, sync_dist=False)  # equal on all ranks already
 
     # -- export --------------------------------------------------------------------------------
@@ -162,6 +172,8 @@ class DetectorModule(pl.LightningModule):
             "layout": "(B, 1, H, W) float32",
             "size_multiple": self.model.size_multiple,
             "image_size": self.hparams.image_size,
+            "input_scale": self.hparams.input_scale,
+            "count_score": float(self.count_score),
             "stride": self.model.stride,
             "output": "maps: heatmap logits, log(length), log(width), (cos 2θ, sin 2θ), offset",
             "task": "oriented boxes (cx, cy, length, width, angle) of rod crystals",

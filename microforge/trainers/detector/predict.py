@@ -1,6 +1,8 @@
 """Run a crystal detector on whole images of any size, the same way in validation, eval and Serve.
 
-An image up to ``tile`` pixels a side runs in one pass (edge-padded to the network's size
+The image is first resized by the artifact's ``input_scale`` (:func:`recorded_scale`: the factor
+its training images were resized by), and the boxes found are mapped back to the input's pixels.
+An image up to ``tile`` pixels a side (after that resize) runs in one pass (edge-padded to the network's size
 multiple). A larger one (the ``standard`` preset is 2878 x 2048) runs as overlapping windows of
 ``tile`` px, ``overlap`` px apart at their seams: each window keeps the detections whose centre
 lies in its own share of the overlap (the half nearer its middle), so a rod cut by one window's
@@ -17,14 +19,15 @@ import numpy as np
 from microforge.datasets.rotated import rotated_nms
 from microforge.platform.errors import ConfigError
 
-from .targets import DecodeSettings, decode_maps
+from .targets import COUNT_SCORE, DecodeSettings, check_scale, decode_maps, rescale, scale_boxes
 
 if TYPE_CHECKING:
     import torch
 
     from microforge.platform.transforms import Transform
 
-__all__ = ["Detections", "TilingSettings", "detect_image", "detections_as_dicts", "forward_maps"]
+__all__ = ["Detections", "TilingSettings", "detect_image", "detections_as_dicts", "forward_maps", "recorded_count_score",
+           "recorded_scale"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,17 @@ class Detections:
 
     boxes: np.ndarray
     scores: np.ndarray
+
+
+def recorded_scale(preprocessing: dict[str, Any] | None) -> float:
+    """The factor a detector artifact's inputs are resized by (1.0 when it records none)."""
+    return float((preprocessing or {}).get("input_scale", 1.0))
+
+
+def recorded_count_score(preprocessing: dict[str, Any] | None) -> float:
+    """The score at which a detector artifact's detections count as rods (chosen on validation;
+    :data:`~.targets.COUNT_SCORE` when it records none)."""
+    return float((preprocessing or {}).get("count_score", COUNT_SCORE))
 
 
 def forward_maps(model: "torch.nn.Module", images: "torch.Tensor") -> dict[str, np.ndarray]:
@@ -83,14 +97,16 @@ def _run(model: "torch.nn.Module", window: np.ndarray, settings: DecodeSettings)
 
 
 def detect_image(model: "torch.nn.Module", image: np.ndarray, *, transform: "Transform | None" = None,
-                 decode: DecodeSettings = DecodeSettings(), tiling: TilingSettings = TilingSettings()) -> Detections:
-    """Detect the rods of one gray ``(H, W)`` (or BGR) image.
+                 decode: DecodeSettings = DecodeSettings(), tiling: TilingSettings = TilingSettings(),
+                 scale: float = 1.0) -> Detections:
+    """Detect the rods of one gray ``(H, W)`` (or BGR) image; boxes in its pixels.
 
     Args:
         transform: the artifact's input transform (None: ``unit_range``).
+        scale: the factor the image is resized by before the network (:func:`recorded_scale`).
 
     Raises:
-        ConfigError: an empty image, or a dtype / range the transform rejects.
+        ConfigError: an empty image, a scale out of range, or a dtype / range the transform rejects.
     """
     import cv2
 
@@ -101,7 +117,14 @@ def detect_image(model: "torch.nn.Module", image: np.ndarray, *, transform: "Tra
         array = cv2.cvtColor(array[..., :3], cv2.COLOR_BGR2GRAY)
     if array.ndim != 2 or 0 in array.shape:
         raise ConfigError(f"detection takes a gray (H, W) or BGR (H, W, 3) image, got shape {np.shape(image)}")
+    check_scale(scale, "detection scale")
     x = np.asarray((transform or transform_from_spec(None)).apply(array), dtype=np.float32)
+    found = _detect_tiled(model, rescale(x, np.zeros((0, 5)), scale)[0], decode, tiling)
+    return Detections(scale_boxes(found.boxes, 1.0 / scale), found.scores)
+
+
+def _detect_tiled(model: "torch.nn.Module", x: np.ndarray, decode: DecodeSettings,
+                  tiling: TilingSettings) -> Detections:
     h, w = x.shape
     if h <= tiling.tile and w <= tiling.tile:
         return _run(model, x, decode)

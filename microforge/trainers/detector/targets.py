@@ -21,20 +21,51 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from microforge.datasets.obb import OrientedBox, clip_boxes, normalise_angle
-from microforge.datasets.rotated import boxes_array, rotated_nms
+from microforge.datasets.obb import normalise_angle
+from microforge.datasets.rotated import clip_box_array, rotated_nms
+from microforge.platform.errors import ConfigError
 
-__all__ = ["Augmentation", "DecodeSettings", "MIN_SIGMA", "augment", "clip_box_array", "crop", "decode_maps",
-           "encode_targets"]
+__all__ = ["COUNT_SCORE", "COUNT_SCORE_GRID", "Augmentation", "DecodeSettings", "MIN_SIGMA", "augment", "crop", "decode_maps",
+           "SCALE_RANGE", "check_scale", "encode_targets", "rescale", "scale_boxes"]
 
 MIN_SIGMA = 0.6  # cells
 LOG_EPS = 1e-3  # px: keeps log sizes finite for a degenerate label
+SCALE_RANGE = (0.05, 4.0)  # input resize factors a detector accepts
+COUNT_SCORE = 0.3  # detections at or above this score count as rods, unless the artifact records its own
+# Thresholds validation chooses the count score from (the one with the least count error).
+COUNT_SCORE_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
-def clip_box_array(boxes: np.ndarray, width: int, height: int, min_visible_fraction: float = 0.25) -> np.ndarray:
-    """Boxes ``(N, 5)`` clipped to the image as the dataset labels are (:func:`~.obb.clip_boxes`)."""
-    kept = clip_boxes([OrientedBox.from_geometry(*map(float, b)) for b in boxes], width, height, min_visible_fraction)
-    return boxes_array(kept)
+def check_scale(scale: float, what: str = "input_scale") -> float:
+    """``scale`` as a float in :data:`SCALE_RANGE`.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    lo, hi = SCALE_RANGE
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not lo <= scale <= hi:
+        raise ConfigError(f"{what} must be a number in [{lo:g}, {hi:g}], got {scale!r}")
+    return float(scale)
+
+
+def rescale(image: np.ndarray, boxes: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``(H, W)`` resized by ``factor`` (:func:`~microforge.trainers.predict.resize_image`)
+    and its boxes ``(N, 5)`` in the resized pixels; :func:`scale_boxes` with ``1 / factor`` maps
+    detections back."""
+    from microforge.trainers.predict import resize_image
+
+    if factor == 1.0:
+        return image, boxes
+    h, w = image.shape[:2]
+    shape = (max(1, round(h * factor)), max(1, round(w * factor)))
+    return resize_image(image, shape), scale_boxes(boxes, factor)
+
+
+def scale_boxes(boxes: np.ndarray, factor: float) -> np.ndarray:
+    """Boxes ``(N, 5)`` with centres, lengths and widths multiplied by ``factor``, angles kept."""
+    out = np.asarray(boxes, dtype=np.float64).reshape(-1, 5).copy()
+    out[:, :4] *= factor
+    return out
 
 
 def crop(image: np.ndarray, boxes: np.ndarray, x0: int, y0: int, size: int,
@@ -49,7 +80,7 @@ def crop(image: np.ndarray, boxes: np.ndarray, x0: int, y0: int, size: int,
     shifted = np.asarray(boxes, dtype=np.float64).reshape(-1, 5).copy()
     shifted[:, 0] -= x0
     shifted[:, 1] -= y0
-    return window, clip_box_array(shifted, size, size, min_visible_fraction)
+    return window, clip_box_array(shifted, size, size, min_visible_fraction)[0]
 
 
 @dataclass(frozen=True)
@@ -121,25 +152,34 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
     kept = boxes[:max_boxes]
     out["boxes"][:len(kept)] = kept
     out["n_boxes"] = np.int64(len(kept))
-    heat = out["heatmap"][0]
+    if not len(kept):
+        return out
+    gx, gy = kept[:, 0] / stride, kept[:, 1] / stride
+    ix, iy = np.clip(np.floor(gx), 0, w - 1).astype(np.int64), np.clip(np.floor(gy), 0, h - 1).astype(np.int64)
+    s_len = np.maximum(kept[:, 2] / stride / 6, MIN_SIGMA)
+    s_wid = np.maximum(kept[:, 3] / stride / 6, MIN_SIGMA)
+    c, s = np.cos(kept[:, 4]), np.sin(kept[:, 4])
+    reach = np.ceil(3 * np.maximum(s_len, s_wid)).astype(np.int64)
+    heat = out["heatmap"].reshape(-1)
+    for r in np.unique(reach):  # boxes of one reach share a patch grid (a few dozen groups at most)
+        sel = np.flatnonzero(reach == r)
+        dy, dx = (d.astype(np.float64) for d in np.mgrid[-r:r + 1, -r:r + 1])
+        cs, sn = c[sel, None, None], s[sel, None, None]
+        u, v = dx * cs + dy * sn, -dx * sn + dy * cs
+        g = np.exp(-(u * u) / (2 * s_len[sel, None, None] ** 2) - (v * v) / (2 * s_wid[sel, None, None] ** 2))
+        ys, xs = iy[sel, None, None] + dy.astype(np.int64), ix[sel, None, None] + dx.astype(np.int64)
+        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        np.maximum.at(heat, (ys * w + xs)[inside], g[inside].astype(np.float32))
     # Larger boxes first: where two centres share a cell, the smaller rod's regression wins (it
-    # is the one whose peak is narrowest and the easiest to lose).
-    for cx, cy, length, box_w, angle in kept[np.argsort(-kept[:, 2] * kept[:, 3], kind="stable")]:
-        gx, gy = cx / stride, cy / stride
-        ix, iy = min(max(int(gx), 0), w - 1), min(max(int(gy), 0), h - 1)
-        s_len, s_wid = max(length / stride / 6, MIN_SIGMA), max(box_w / stride / 6, MIN_SIGMA)
-        reach = int(math.ceil(3 * max(s_len, s_wid)))
-        x0, x1, y0, y1 = max(ix - reach, 0), min(ix + reach + 1, w), max(iy - reach, 0), min(iy + reach + 1, h)
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        dx, dy = xs - ix, ys - iy
-        c, s = math.cos(angle), math.sin(angle)
-        u, v = dx * c + dy * s, -dx * s + dy * c
-        g = np.exp(-(u * u) / (2 * s_len * s_len) - (v * v) / (2 * s_wid * s_wid))
-        np.maximum(heat[y0:y1, x0:x1], g, out=heat[y0:y1, x0:x1])
-        out["size"][:, iy, ix] = (math.log(max(length, LOG_EPS)), math.log(max(box_w, LOG_EPS)))
-        out["angle"][:, iy, ix] = (math.cos(2 * angle), math.sin(2 * angle))
-        out["offset"][:, iy, ix] = (gx - ix, gy - iy)
-        out["reg_mask"][0, iy, ix] = 1.0
+    # is the one whose peak is narrowest and the easiest to lose): the last of each cell in
+    # this order is kept.
+    order = np.argsort(-kept[:, 2] * kept[:, 3], kind="stable")[::-1]
+    winners = order[np.unique((iy * w + ix)[order], return_index=True)[1]]
+    cy, cx = iy[winners], ix[winners]
+    out["size"][:, cy, cx] = np.log(np.maximum(kept[winners, 2:4], LOG_EPS)).T
+    out["angle"][:, cy, cx] = np.stack([np.cos(2 * kept[winners, 4]), np.sin(2 * kept[winners, 4])])
+    out["offset"][:, cy, cx] = np.stack([gx[winners] - cx, gy[winners] - cy])
+    out["reg_mask"][0, cy, cx] = 1.0
     return out
 
 

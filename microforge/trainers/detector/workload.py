@@ -1,9 +1,10 @@
 """The ``crystals`` workload: the oriented-box rod detector on rendered or stored crystal images.
 
-``--synth crystals[:PRESET]`` (the default, preset ``default``) renders ``train_samples`` new
-crystal images per epoch with Ray Data and trains on one ``image_size`` window of each, augmented
-(flips, 90-degree turns, brightness / contrast / blur); validation renders the same
-``val_samples`` windows every epoch, unaugmented. ``--data DIR`` trains on a dataset directory
+``--synth crystals[:PRESET]`` (the default, preset ``default``) renders new crystal images each
+epoch with Ray tasks, resizes them by ``input_scale`` and trains on ``train_samples`` windows of
+``image_size``, ``windows_per_image`` from each image, augmented (flips, 90-degree turns,
+brightness / contrast / blur); validation renders the same ``val_samples`` windows every epoch,
+unaugmented. ``--data DIR`` trains on a dataset directory
 with DOTA or Ultralytics OBB labels instead (its ``train`` and ``val`` splits). ``val_ap50``
 ranks checkpoints.
 """
@@ -56,8 +57,13 @@ class CrystalsOptions(ConfigModel):
                                                   "Ultralytics OBB labels, splits train/val) instead of rendering")
     crystal_options: dict[str, Any] = Field(default_factory=dict,
                                             description="CrystalConfig fields replacing the preset's (JSON)")
-    train_samples: int = Field(256, ge=1, le=10_000_000, description="images rendered per training epoch")
-    val_samples: int = Field(32, ge=0, le=1_000_000, description="validation images (the same every epoch)")
+    input_scale: float = Field(0.5, ge=0.05, le=4.0, description="resize factor of the images before windows "
+                               "are cut; recorded, so inference resizes by it too (0.5: the default preset's "
+                               "30-380 px rods fit the tiny net's field of view and a 256 px window)")
+    windows_per_image: int = Field(4, ge=1, le=64, description="training windows cut from each rendered image "
+                                                                "(a render costs 2-4 windows' training)")
+    train_samples: int = Field(256, ge=1, le=10_000_000, description="training windows per epoch")
+    val_samples: int = Field(32, ge=0, le=1_000_000, description="validation windows (the same every epoch)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="data and initial-weight seed")
     lr: float = Field(2e-3, gt=0, le=1.0, description="AdamW learning rate")
     weight_decay: float = Field(1e-4, ge=0, le=1.0, description="AdamW weight decay")
@@ -99,17 +105,18 @@ def plan_crystals(options: CrystalsOptions) -> RunPlan:
     from .data import CrystalManifestData, TileSettings
 
     module_config = {k: getattr(options, k) for k in (
-        "preset", "model_overrides", "image_size", "lr", "weight_decay", "warmup_fraction", "min_lr_ratio",
+        "preset", "model_overrides", "image_size", "input_scale", "lr", "weight_decay", "warmup_fraction", "min_lr_ratio",
         "size_weight", "angle_weight", "offset_weight", "max_boxes")}
-    tile = {"image_size": options.image_size, "max_boxes": options.max_boxes}
+    tile = {"image_size": options.image_size, "max_boxes": options.max_boxes, "input_scale": options.input_scale}
     TileSettings(**tile)
     if options.data is not None:
         data = CrystalManifestData(options.data, tile=tile, seed=options.seed)
         validates = "val" in data.splits()
     else:
-        data = SyntheticData(renderer=RENDERER, config={"crystal": _crystal_config(options), "tile": tile},
+        rendered = {**tile, "windows_per_image": options.windows_per_image}
+        data = SyntheticData(renderer=RENDERER, config={"crystal": _crystal_config(options), "tile": rendered},
                              seed=options.seed, train_samples=options.train_samples,
-                             val_samples=options.val_samples, schedule=SCHEDULE, rows_per_task=4)
+                             val_samples=options.val_samples, schedule=SCHEDULE, rows_per_task=8)
         validates = options.val_samples > 0
     if validates:
         return RunPlan(module_config, data)
