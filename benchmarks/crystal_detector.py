@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=256, help="training window (px)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-samples", type=int, default=64, help="training windows per epoch")
+    p.add_argument("--val-samples", type=int, default=64,
+                   help="validation windows (they also choose the count score: too few make it noisy)")
     p.add_argument("--input-scale", type=float, default=0.5, help="resize factor of the images (recorded)")
     p.add_argument("--windows-per-image", type=int, default=4, help="training windows per rendered image")
     p.add_argument("--batch-size", type=int, default=8)
@@ -64,7 +66,7 @@ def train(args: argparse.Namespace, runs: Path) -> Path:
     options = {"max_time": {"seconds": args.minutes * 60}} if args.minutes else {}
     job = workload.job({"preset": args.preset, "image_size": args.size, "train_samples": args.train_samples,
                         "input_scale": args.input_scale, "windows_per_image": args.windows_per_image,
-                        "val_samples": 8, "synth": f"crystals:{args.crystal_preset}",
+                        "val_samples": args.val_samples, "synth": f"crystals:{args.crystal_preset}",
                         "crystal_options": {"stage_lambda_range": lambda_range(*args.t_range)}},
                        epochs=args.epochs, runs_dir=runs, name="bench", batch_size=args.batch_size,
                        early_stopping=None, scaling=Scaling.from_gpus(args.workers, args.gpus_per_worker),
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"model": str(model_dir) if args.model else "trained here", "preset": args.preset,
               "epochs": None if args.model else args.epochs,
               "device": "GPU" if args.gpus_per_worker else "CPU", "test_images": len(images),
-              "t_range": list(args.t_range), "input_scale": scale, "count_score": count_score, "ap50": report["ap50"], "ap50_95": report["ap50_95"],
+              "t_range": list(args.t_range), "input_scale": scale, "count_score": count_score,
+              "ap50": report["ap50"], "ap50_95": report["ap50_95"],
               "count_error": report["count_error"], "length_error": report["length_error"],
               "width_error": report["width_error"], "infer_size": [w, h], "threads": args.threads,
               "images_per_s": 1.0 / statistics.median(times), "load_avg": os.getloadavg()[0]}

@@ -72,6 +72,20 @@ def _intersection_vertices(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np
     return points, valid
 
 
+def _hull_areas(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Areas ``(N,)`` of the convex hulls of the valid points of each row (angle-sorted shoelace)."""
+    count = valid.sum(axis=1)
+    safe = np.maximum(count, 1)[:, None]
+    centre = np.where(valid[..., None], points, 0.0).sum(axis=1) / safe
+    theta = np.arctan2(points[..., 1] - centre[:, 1, None], points[..., 0] - centre[:, 0, None])
+    order = np.argsort(np.where(valid, theta, np.inf), axis=1, kind="stable")
+    ring = np.take_along_axis(points, order[..., None], axis=1)
+    first = ring[:, :1]
+    ring = np.where((np.arange(points.shape[1]) < count[:, None])[..., None], ring, first)  # pad with the start
+    nxt = np.roll(ring, -1, axis=1)
+    return np.abs((ring[..., 0] * nxt[..., 1] - nxt[..., 0] * ring[..., 1]).sum(axis=1)) / 2
+
+
 def intersection_areas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Areas ``(P,)`` of the intersections of boxes ``a[k]`` and ``b[k]`` (``(P, 5)`` each): exact
     polygon intersection, all pairs at once."""
@@ -138,20 +152,6 @@ def rotated_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.
             keep.append(order[k])
             suppressed[j[starts[k]:starts[k + 1]]] = True
     return np.asarray(keep, dtype=np.int64)
-
-
-def _hull_areas(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Areas ``(N,)`` of the convex hulls of the valid points of each row (angle-sorted shoelace)."""
-    count = valid.sum(axis=1)
-    safe = np.maximum(count, 1)[:, None]
-    centre = np.where(valid[..., None], points, 0.0).sum(axis=1) / safe
-    theta = np.arctan2(points[..., 1] - centre[:, 1, None], points[..., 0] - centre[:, 0, None])
-    order = np.argsort(np.where(valid, theta, np.inf), axis=1, kind="stable")
-    ring = np.take_along_axis(points, order[..., None], axis=1)
-    first = ring[:, :1]
-    ring = np.where((np.arange(points.shape[1]) < count[:, None])[..., None], ring, first)  # pad with the start
-    nxt = np.roll(ring, -1, axis=1)
-    return np.abs((ring[..., 0] * nxt[..., 1] - nxt[..., 0] * ring[..., 1]).sum(axis=1)) / 2
 
 
 def _image_boxes(n: int, width: float, height: float) -> np.ndarray:

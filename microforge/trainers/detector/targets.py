@@ -25,8 +25,8 @@ from microforge.datasets.obb import normalise_angle
 from microforge.datasets.rotated import clip_box_array, rotated_nms
 from microforge.platform.errors import ConfigError
 
-__all__ = ["COUNT_SCORE", "COUNT_SCORE_GRID", "Augmentation", "DecodeSettings", "MIN_SIGMA", "augment", "crop", "decode_maps",
-           "SCALE_RANGE", "check_scale", "encode_targets", "rescale", "scale_boxes"]
+__all__ = ["COUNT_SCORE", "COUNT_SCORE_GRID", "Augmentation", "DecodeSettings", "MIN_SIGMA", "SCALE_RANGE", "augment",
+           "check_scale", "crop", "decode_maps", "encode_targets", "rescale", "scale_boxes"]
 
 MIN_SIGMA = 0.6  # cells
 LOG_EPS = 1e-3  # px: keeps log sizes finite for a degenerate label

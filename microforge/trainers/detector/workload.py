@@ -105,8 +105,8 @@ def plan_crystals(options: CrystalsOptions) -> RunPlan:
     from .data import CrystalManifestData, TileSettings
 
     module_config = {k: getattr(options, k) for k in (
-        "preset", "model_overrides", "image_size", "input_scale", "lr", "weight_decay", "warmup_fraction", "min_lr_ratio",
-        "size_weight", "angle_weight", "offset_weight", "max_boxes")}
+        "preset", "model_overrides", "image_size", "input_scale", "lr", "weight_decay", "warmup_fraction",
+        "min_lr_ratio", "size_weight", "angle_weight", "offset_weight", "max_boxes")}
     tile = {"image_size": options.image_size, "max_boxes": options.max_boxes, "input_scale": options.input_scale}
     TileSettings(**tile)
     if options.data is not None:
