@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import multiprocessing.synchronize
 import statistics
 import time
 
@@ -45,15 +46,17 @@ def _numpy_work(deadline: float) -> int:
 KINDS = {"torch conv": _torch_work, "numpy stretch": _numpy_work}
 
 
-def _run(kind: str, seconds: float, queue: mp.Queue) -> None:
+def _run(kind: str, seconds: float, start: "mp.synchronize.Barrier", queue: mp.Queue) -> None:
     KINDS[kind](time.perf_counter() + 0.3)  # warm-up (imports, allocations)
+    start.wait()  # the processes measure the same stretch of time
     queue.put(KINDS[kind](time.perf_counter() + seconds))
 
 
 def throughput(kind: str, processes: int, seconds: float) -> float:
     """Items per second of ``processes`` processes doing ``kind`` for ``seconds`` together."""
     queue: mp.Queue = mp.Queue()
-    workers = [mp.Process(target=_run, args=(kind, seconds, queue)) for _ in range(processes)]
+    start = mp.Barrier(processes)
+    workers = [mp.Process(target=_run, args=(kind, seconds, start, queue)) for _ in range(processes)]
     for w in workers:
         w.start()
     counts = [queue.get() for _ in workers]

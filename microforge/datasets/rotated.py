@@ -61,11 +61,15 @@ def _intersection_vertices(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np
     p, r = ca[:, :, None, :], (np.roll(ca, -1, axis=1) - ca)[:, :, None, :]  # edges of a: p + t r
     q, e = cb[:, None, :, :], (np.roll(cb, -1, axis=1) - cb)[:, None, :, :]  # edges of b: q + u e
     denom = _cross(r, e)
-    with np.errstate(divide="ignore", invalid="ignore"):  # parallel edges: never a crossing
+    # Parallel edges never cross (where they overlap, the corners inside the other box are the
+    # vertices). Rounding leaves ~1e-13 of a parallel pair's cross product: noise over noise would
+    # put a "crossing" anywhere, so parallel is decided relative to the edges' lengths.
+    parallel = np.abs(denom) <= 1e-9 * np.hypot(r[..., 0], r[..., 1]) * np.hypot(e[..., 0], e[..., 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
         t, u = _cross(q - p, e) / denom, _cross(q - p, r) / denom
         hits = p + t[..., None] * r
     eps = 1e-12
-    crossing = (denom != 0) & (t >= -eps) & (t <= 1 + eps) & (u >= -eps) & (u <= 1 + eps)
+    crossing = ~parallel & (t >= -eps) & (t <= 1 + eps) & (u >= -eps) & (u <= 1 + eps)
     n = len(a)
     points = np.concatenate([ca, cb, np.where(crossing[..., None], hits, 0.0).reshape(n, 16, 2)], axis=1)
     valid = np.concatenate([_inside(ca, b), _inside(cb, a), crossing.reshape(n, 16)], axis=1)

@@ -15,7 +15,7 @@ from microforge.trainers.detector.data import render_crystal_tiles
 from microforge.trainers.detector.lightning import DetectorModule
 from microforge.trainers.detector.model import HEADS, detector_from_preset
 from microforge.trainers.detector.predict import TilingSettings, detect_image, recorded_count_score, recorded_scale
-from microforge.trainers.detector.targets import (COUNT_SCORE_GRID, Augmentation, augment, decode_maps,
+from microforge.trainers.detector.targets import (COUNT_SCORE, COUNT_SCORE_GRID, Augmentation, augment, decode_maps,
                                                   encode_targets, rescale, scale_boxes)
 
 @pytest.fixture(autouse=True)
@@ -46,6 +46,10 @@ def test_rotated_iou_known_cases():
     assert rotated_iou((0, 0, 10, 2, 0.0), (100, 0, 10, 2, 0.0)) == 0.0
     # a cross: two 10 x 2 rods at right angles share a 2 x 2 square
     assert rotated_iou((0, 0, 10, 2, 0.0), (0, 0, 10, 2, math.pi / 2)) == pytest.approx(4 / 36)
+    # two rods on one line, shifted along it (collinear edges: rounding must not make them cross)
+    for angle in (0.0, 0.66450471, -1.2, math.pi / 2):
+        shifted = (30 * math.cos(angle), 30 * math.sin(angle), 40, 4, angle)
+        assert rotated_iou((0, 0, 40, 4, angle), shifted) == pytest.approx(1 / 7)
     # the same rod described with its angle turned by pi is the same rod
     assert rotated_iou((3, 4, 20, 3, 0.2), (3, 4, 20, 3, 0.2 - math.pi)) == pytest.approx(1.0)
     # square rotated 45 degrees inside a square: exact octagon area
@@ -182,6 +186,15 @@ def test_detection_runs_at_the_recorded_scale_and_answers_in_input_pixels():
         DetectorModule(preset="tiny", image_size=64, input_scale=-1.0)
 
 
+def test_validation_takes_whole_rendered_images():
+    from microforge.trainers.detector.workload import CrystalsOptions, plan_crystals
+
+    plan = plan_crystals(CrystalsOptions(val_samples=10, windows_per_image=4, train_samples=8))
+    # samples 0..11 are images 0..2; training starts at 12, on image 3: no image in both splits
+    assert plan.data.val_samples == 12
+    assert plan_crystals(CrystalsOptions(val_samples=8, windows_per_image=4)).data.val_samples == 8
+
+
 def test_loss_falls_and_validation_logs_ap(tmp_path):
     import pytorch_lightning as pl
 
@@ -207,6 +220,11 @@ def test_loss_falls_and_validation_logs_ap(tmp_path):
     assert chosen in COUNT_SCORE_GRID and float(metrics["val_count_score"]) == pytest.approx(chosen)
     assert recorded_count_score(module.export_preprocessing()) == pytest.approx(chosen)
     assert "count_score" in module.state_dict()
+    # a checkpoint from before the count score was chosen still loads, with the default
+    older = {k: v for k, v in module.state_dict().items() if k != "count_score"}
+    reloaded = DetectorModule(preset="tiny", image_size=64, max_boxes=32)
+    reloaded.load_state_dict(older)
+    assert float(reloaded.count_score) == COUNT_SCORE
     assert 0.0 <= float(metrics["val_ap50"]) <= 1.0
     assert loss() < 0.6 * first
 

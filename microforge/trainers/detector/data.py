@@ -11,7 +11,8 @@ renders or reads the image, so the training process only stacks tensors.
   resized by ``input_scale``, its boxes clipped to the window as dataset labels are, then
   (training) :func:`~.targets.augment`. A pure function of ``(config, seed, index)``. A
   1024 x 768 render costs 2-4 times a training step's share of a window, so each rendered
-  image yields several windows (a task renders each of its images once).
+  image yields several windows (a task renders each of its images once; with W training ranks,
+  which take every W-th sample, an image is rendered by up to min(W, windows_per_image) ranks).
 * :class:`CrystalManifestData` reads a dataset directory written by ``microforge synth crystals``
   (or any manifest with an image column and DOTA or Ultralytics OBB label files) through the
   manifest reader. Its splits are static (Ray re-executes them unchanged each epoch), so training

@@ -9,7 +9,8 @@ under the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95``,
 ``val_count_score``: the score threshold of :data:`~.targets.COUNT_SCORE_GRID` whose count of
 detections is nearest the rods' (mean |detections - rods| / max(rods, 1) per window, pooled over
 ranks; a focal-loss heatmap's scores are not calibrated probabilities, so a fixed threshold
-over- or under-counts), and ``val_count_error`` at it. The threshold is kept in the module's
+over- or under-counts), and ``val_count_error`` at it (chosen on the same windows, so a little
+optimistic; runs before the choice logged it at 0.3). The threshold is kept in the module's
 state (so the checkpoint ranked best carries its own) and recorded in the artifact, where
 ``eval`` and Serve count with it.
 """
@@ -54,6 +55,11 @@ def detector_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
     return total, parts
 
 
+def _default_count_score(module: torch.nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """Checkpoints written before the count score was chosen on validation load with the default."""
+    state_dict.setdefault(prefix + "count_score", torch.tensor(COUNT_SCORE, dtype=torch.float64))
+
+
 class DetectorModule(pl.LightningModule):
     """Oriented-box crystal detector training.
 
@@ -86,6 +92,7 @@ class DetectorModule(pl.LightningModule):
             raise ConfigError(f"image size {image_size} does not fit detector preset '{preset}': "
                               f"use a multiple of {self.model.size_multiple}")
         self.register_buffer("count_score", torch.tensor(COUNT_SCORE, dtype=torch.float64))
+        self.register_load_state_dict_pre_hook(_default_count_score)
         self._matches: list = []
         self._count_errors: list[np.ndarray] = []
 

@@ -53,13 +53,14 @@ class Detections:
 
 def recorded_scale(preprocessing: dict[str, Any] | None) -> float:
     """The factor a detector artifact's inputs are resized by (1.0 when it records none)."""
-    return float((preprocessing or {}).get("input_scale", 1.0))
+    return float((preprocessing or {}).get("input_scale") or 1.0)
 
 
 def recorded_count_score(preprocessing: dict[str, Any] | None) -> float:
     """The score at which a detector artifact's detections count as rods (chosen on validation;
     :data:`~.targets.COUNT_SCORE` when it records none)."""
-    return float((preprocessing or {}).get("count_score", COUNT_SCORE))
+    recorded = (preprocessing or {}).get("count_score")
+    return COUNT_SCORE if recorded is None else float(recorded)
 
 
 def forward_maps(model: "torch.nn.Module", images: "torch.Tensor") -> dict[str, np.ndarray]:

@@ -63,7 +63,8 @@ class CrystalsOptions(ConfigModel):
     windows_per_image: int = Field(4, ge=1, le=64, description="training windows cut from each rendered image "
                                                                 "(a render costs 2-4 windows' training)")
     train_samples: int = Field(256, ge=1, le=10_000_000, description="training windows per epoch")
-    val_samples: int = Field(32, ge=0, le=1_000_000, description="validation windows (the same every epoch)")
+    val_samples: int = Field(32, ge=0, le=1_000_000, description="validation windows, the same every epoch "
+                                                                 "(rounded up to whole rendered images)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="data and initial-weight seed")
     lr: float = Field(2e-3, gt=0, le=1.0, description="AdamW learning rate")
     weight_decay: float = Field(1e-4, ge=0, le=1.0, description="AdamW weight decay")
@@ -114,9 +115,11 @@ def plan_crystals(options: CrystalsOptions) -> RunPlan:
         validates = "val" in data.splits()
     else:
         rendered = {**tile, "windows_per_image": options.windows_per_image}
+        # Validation takes samples [0, val_samples): whole images only, so none is also trained on.
+        val_samples = -(-options.val_samples // options.windows_per_image) * options.windows_per_image
         data = SyntheticData(renderer=RENDERER, config={"crystal": _crystal_config(options), "tile": rendered},
                              seed=options.seed, train_samples=options.train_samples,
-                             val_samples=options.val_samples, schedule=SCHEDULE, rows_per_task=8)
+                             val_samples=val_samples, schedule=SCHEDULE, rows_per_task=8)
         validates = options.val_samples > 0
     if validates:
         return RunPlan(module_config, data)
