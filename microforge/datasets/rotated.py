@@ -19,7 +19,7 @@ import numpy as np
 from .obb import OrientedBox
 
 __all__ = ["boxes_array", "boxes_corners", "clip_box_array", "intersection_areas", "rotated_iou",
-           "rotated_iou_matrix", "rotated_nms", "visible_areas"]
+           "rotated_iou_matrix", "rotated_nms"]
 
 
 def boxes_array(boxes: Sequence[OrientedBox]) -> np.ndarray:
@@ -160,12 +160,6 @@ def rotated_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.
 
 def _image_boxes(n: int, width: float, height: float) -> np.ndarray:
     return np.tile([width / 2, height / 2, width, height, 0.0], (n, 1)).astype(np.float64)
-
-
-def visible_areas(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Areas ``(N,)`` of the parts of boxes ``(N, 5)`` inside [0, W] x [0, H]."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
-    return intersection_areas(b, _image_boxes(len(b), width, height))
 
 
 def clip_box_array(boxes: np.ndarray, width: float, height: float,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from microforge.datasets.obb import OrientedBox, clip_boxes, normalise_angle
-from microforge.datasets.rotated import boxes_array, visible_areas
+from microforge.datasets.rotated import boxes_array, intersection_areas
 from microforge.platform.errors import ConfigError
 
 W, H = 320, 240
@@ -47,7 +47,8 @@ def test_visible_area_matches_opencv():
                                        rng.uniform(-2, 2)) for _ in range(100)]
     boxes += [OrientedBox.from_geometry(W / 2, H / 2, 10, 4, a) for a in (0.0, math.pi / 2)]  # wholly inside
     boxes += [OrientedBox.from_geometry(0, 50, 40, 10, 0.0), OrientedBox.from_geometry(-30, -30, 20, 4, 0.5)]
-    ours = visible_areas(boxes_array(boxes), W, H)
+    frame = np.tile([W / 2, H / 2, W, H, 0.0], (len(boxes), 1))  # the image as a box
+    ours = intersection_areas(boxes_array(boxes), frame)
     image = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float32)
     for box, area in zip(boxes, ours):
         cv_area, _ = cv2.intersectConvexConvex(box.corners_array().astype(np.float32), image)
