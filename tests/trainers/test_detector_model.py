@@ -15,8 +15,8 @@ from microforge.trainers.detector.data import render_crystal_tiles
 from microforge.trainers.detector.lightning import DetectorModule
 from microforge.trainers.detector.model import HEADS, detector_from_preset
 from microforge.trainers.detector.predict import TilingSettings, detect_image, recorded_count_score, recorded_scale
-from microforge.trainers.detector.targets import (COUNT_SCORE, COUNT_SCORE_GRID, Augmentation, augment, decode_maps,
-                                                  encode_targets, rescale, scale_boxes)
+from microforge.trainers.detector.targets import (COUNT_SCORE, COUNT_SCORE_GRID, REG_MIN_WEIGHT, Augmentation, augment,
+                                                  decode_maps, encode_targets, rescale, scale_boxes)
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
@@ -100,6 +100,25 @@ def test_decode_of_encoded_boxes_recovers_the_boxes():
     assert np.all(iou.max(axis=1) > 0.999)
     assert sorted(iou.argmax(axis=1).tolist()) == list(range(25))
     assert np.array_equal(targets["boxes"][:25], boxes.astype(np.float32))
+
+
+def test_size_and_angle_targets_cover_each_rod_and_go_to_the_nearest_rod():
+    # A horizontal rod centred in cell (y 8, x 8) and a vertical one in cell (11, 12), whose
+    # Gaussians overlap at (8, 12): the vertical rod's is higher there (3 cells from its centre
+    # along its length, against 4 for the horizontal one).
+    boxes = np.array([[34.0, 34.0, 80.0, 4.0, 0.0], [50.0, 46.0, 80.0, 4.0, math.pi / 2]])
+    t = encode_targets(boxes, 128, 128, stride=4)
+    weight = t["reg_weight"][0]
+    assert weight[8, 8] == 1.0 and weight[11, 12] == 1.0 and t["reg_mask"].sum() == 2
+    along = weight[8, 3:14]  # the horizontal rod's axis, both sides of its centre
+    assert np.all(along >= REG_MIN_WEIGHT) and along[0] < along[3] < along[5]
+    assert weight[8, 15] == 0.0 and weight[2, 8] == 0.0  # off both rods' Gaussians
+    horizontal = np.log([80.0, 4.0]), [1.0, 0.0]  # log sizes and (cos 2θ, sin 2θ)
+    vertical = np.log([80.0, 4.0]), [-1.0, 0.0]
+    for (y, x), (size, angle) in {(8, 11): horizontal, (8, 13): horizontal, (8, 12): vertical,
+                                  (14, 12): vertical}.items():
+        assert np.allclose(t["size"][:, y, x], size) and np.allclose(t["angle"][:, y, x], angle, atol=1e-6)
+    assert np.all(t["offset"][:, weight < 1.0] == 0.0)  # the offset only at centres
 
 
 def _draw(boxes, size):

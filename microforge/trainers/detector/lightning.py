@@ -2,8 +2,9 @@
 
 Batches are the dense rows of :mod:`.data` (``image (B, 1, S, S)``, heatmap / regression targets,
 ``boxes`` padded and ``n_boxes``). The loss is CenterNet's: the penalty-reduced focal loss on the
-heatmap (alpha 2, beta 4) normalised by the number of rods, plus L1 on log sizes, on
-``(cos 2θ, sin 2θ)`` and on the sub-cell offset at the centre cells. Validation decodes the maps
+heatmap (alpha 2, beta 4) normalised by the number of rods, plus L1 on log sizes and on
+``(cos 2θ, sin 2θ)`` weighted by ``reg_weight`` (over each rod's Gaussian, TTFNet's way; see
+:mod:`.targets`) and L1 on the sub-cell offset at the centre cells. Validation decodes the maps
 (rotated NMS) and pools the matches of every rank into ``val_ap50`` (rotated IoU >= 0.5, area
 under the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95``,
 ``val_count_score``: the score threshold of :data:`~.targets.COUNT_SCORE_GRID` whose count of
@@ -46,11 +47,11 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, b
 def detector_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
                   weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its parts ``heatmap, size, angle, offset``; ``weights`` scale size, angle, offset."""
-    mask = batch["reg_mask"].float()
-    n = mask.sum().clamp_min(1.0)
     parts = {"heatmap": focal_loss(out["heatmap"], batch["heatmap"].float())}
-    for name in ("size", "angle", "offset"):
-        parts[name] = (F.l1_loss(out[name].float(), batch[name].float(), reduction="none") * mask).sum() / n
+    for name, weight_key in (("size", "reg_weight"), ("angle", "reg_weight"), ("offset", "reg_mask")):
+        weight = batch[weight_key].float()
+        l1 = F.l1_loss(out[name].float(), batch[name].float(), reduction="none")
+        parts[name] = (l1 * weight).sum() / weight.sum().clamp_min(1.0)
     total = parts["heatmap"] + weights[0] * parts["size"] + weights[1] * parts["angle"] + weights[2] * parts["offset"]
     return total, parts
 
@@ -105,6 +106,7 @@ class DetectorModule(pl.LightningModule):
         heat = torch.zeros(batch_size, 1, cells, cells)
         heat[:, :, cells // 2, cells // 2] = 1.0
         return {"image": torch.rand(batch_size, 1, size, size), "heatmap": heat, "reg_mask": heat.clone(),
+                "reg_weight": heat.clone(),
                 **{k: torch.zeros(batch_size, 2, cells, cells) for k in ("size", "angle", "offset")}}
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict]:

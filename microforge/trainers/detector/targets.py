@@ -3,9 +3,12 @@
 :func:`encode_targets` turns the boxes of one image into dense arrays (so a batch of images with
 any number of rods is a batch of equal-shaped tensors through Ray Data): an oriented Gaussian
 heatmap peaking at 1 in each centre cell (sigmas a sixth of the rod's length and width, at least
-:data:`MIN_SIGMA` cells: a slender rod's peak is as narrow as the rod), the regression maps at the
-centre cells and their mask, and the boxes themselves padded to ``max_boxes`` with their count
-(for AP during validation). :func:`decode_maps` inverts it: peaks (3x3 maximum), sub-cell offset,
+:data:`MIN_SIGMA` cells: a slender rod's peak is as narrow as the rod), the regression maps, and
+the boxes themselves padded to ``max_boxes`` with their count (for AP during validation). Size
+and angle are regressed over the rod's Gaussian, not only at its centre (TTFNet's Gaussian-weighted
+regression: many times more supervised cells per rod, which is what a CPU budget lacks): each cell
+where a rod's Gaussian is at least :data:`REG_MIN_WEIGHT` carries the size and angle of the rod
+whose Gaussian is highest there, weighted by that value. The offset is regressed at centre cells. :func:`decode_maps` inverts it: peaks (3x3 maximum), sub-cell offset,
 ``exp`` of the log sizes, ``atan2(sin 2θ, cos 2θ) / 2``, then rotated NMS.
 
 Augmentation (:func:`augment`) moves image and boxes together: horizontal and vertical flips and
@@ -25,10 +28,11 @@ from microforge.datasets.obb import normalise_angle
 from microforge.datasets.rotated import clip_box_array, rotated_nms
 from microforge.platform.errors import ConfigError
 
-__all__ = ["COUNT_SCORE", "COUNT_SCORE_GRID", "Augmentation", "DecodeSettings", "MIN_SIGMA", "SCALE_RANGE", "augment",
+__all__ = ["COUNT_SCORE", "COUNT_SCORE_GRID", "Augmentation", "DecodeSettings", "MIN_SIGMA", "REG_MIN_WEIGHT", "SCALE_RANGE", "augment",
            "check_scale", "crop", "decode_maps", "encode_targets", "rescale", "scale_boxes"]
 
 MIN_SIGMA = 0.6  # cells
+REG_MIN_WEIGHT = 0.3  # cells where a rod's Gaussian is lower carry no size / angle target
 LOG_EPS = 1e-3  # px: keeps log sizes finite for a degenerate label
 SCALE_RANGE = (0.05, 4.0)  # input resize factors a detector accepts
 COUNT_SCORE = 0.3  # detections at or above this score count as rods, unless the artifact records its own
@@ -135,7 +139,8 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
     Returns:
         ``heatmap (1, h, w)``, ``size (2, h, w)`` (log length, log width), ``angle (2, h, w)``
         (cos 2θ, sin 2θ), ``offset (2, h, w)`` (cells), ``reg_mask (1, h, w)`` (1 at centre
-        cells), ``boxes (max_boxes, 5)`` (zero-padded, the first ``max_boxes`` only) and
+        cells: where the offset is regressed), ``reg_weight (1, h, w)`` (the weight of the size and
+        angle targets: the owning rod's Gaussian), ``boxes (max_boxes, 5)`` (zero-padded, the first ``max_boxes`` only) and
         ``n_boxes`` (the count, int64 scalar), where ``h, w = height // stride, width // stride``.
     """
     h, w = height // stride, width // stride
@@ -145,6 +150,7 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
         "angle": np.zeros((2, h, w), np.float32),
         "offset": np.zeros((2, h, w), np.float32),
         "reg_mask": np.zeros((1, h, w), np.float32),
+        "reg_weight": np.zeros((1, h, w), np.float32),
         "boxes": np.zeros((max_boxes, 5), np.float32),
         "n_boxes": np.int64(0),
     }
@@ -161,6 +167,7 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
     c, s = np.cos(kept[:, 4]), np.sin(kept[:, 4])
     reach = np.ceil(3 * np.maximum(s_len, s_wid)).astype(np.int64)
     heat = out["heatmap"].reshape(-1)
+    owners: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (cell, box, Gaussian) where it is high enough
     for r in np.unique(reach):  # boxes of one reach share a patch grid (a few dozen groups at most)
         sel = np.flatnonzero(reach == r)
         dy, dx = (d.astype(np.float64) for d in np.mgrid[-r:r + 1, -r:r + 1])
@@ -170,15 +177,22 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
         ys, xs = iy[sel, None, None] + dy.astype(np.int64), ix[sel, None, None] + dx.astype(np.int64)
         inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
         np.maximum.at(heat, (ys * w + xs)[inside], g[inside].astype(np.float32))
-    # Larger boxes first: where two centres share a cell, the smaller rod's regression wins (it
-    # is the one whose peak is narrowest and the easiest to lose): the last of each cell in
-    # this order is kept.
-    order = np.argsort(-kept[:, 2] * kept[:, 3], kind="stable")[::-1]
-    winners = order[np.unique((iy * w + ix)[order], return_index=True)[1]]
-    cy, cx = iy[winners], ix[winners]
-    out["size"][:, cy, cx] = np.log(np.maximum(kept[winners, 2:4], LOG_EPS)).T
-    out["angle"][:, cy, cx] = np.stack([np.cos(2 * kept[winners, 4]), np.sin(2 * kept[winners, 4])])
-    out["offset"][:, cy, cx] = np.stack([gx[winners] - cx, gy[winners] - cy])
+        strong = inside & (g >= REG_MIN_WEIGHT)
+        owners.append(((ys * w + xs)[strong], np.broadcast_to(sel[:, None, None], g.shape)[strong], g[strong]))
+    cells, box, weight = (np.concatenate(part) for part in zip(*owners))
+    # Each cell goes to the rod whose Gaussian is highest there; on a tie (two centres in one
+    # cell), to the smaller rod: its peak is the narrowest and the easiest to lose.
+    area = kept[:, 2] * kept[:, 3]
+    order = np.lexsort((-area[box], weight, cells))  # by cell, then weight, then smaller area last
+    last = len(order) - 1 - np.unique(cells[order][::-1], return_index=True)[1]
+    cells, box, weight = cells[order[last]], box[order[last]], weight[order[last]]
+    cy, cx = np.divmod(cells, w)
+    out["size"][:, cy, cx] = np.log(np.maximum(kept[box, 2:4], LOG_EPS)).T
+    out["angle"][:, cy, cx] = np.stack([np.cos(2 * kept[box, 4]), np.sin(2 * kept[box, 4])])
+    out["reg_weight"][0, cy, cx] = weight
+    centre = (iy[box] == cy) & (ix[box] == cx)  # a rod's own centre cell, where its offset is regressed
+    cy, cx, box = cy[centre], cx[centre], box[centre]
+    out["offset"][:, cy, cx] = np.stack([gx[box] - cx, gy[box] - cy])
     out["reg_mask"][0, cy, cx] = 1.0
     return out
 
