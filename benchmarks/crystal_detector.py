@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--infer-repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--runs", help="keep the training run (checkpoints, artifact) under this directory")
     return p.parse_args(argv)
 
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(args.model) if args.model else train(args, Path(tmp) / "runs")
+        model_dir = Path(args.model) if args.model else train(args, Path(args.runs or Path(tmp) / "runs"))
         artifact = load_artifact(model_dir)
         model = artifact["model"].eval()
         images, gts = held_out(args)

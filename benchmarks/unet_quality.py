@@ -2,7 +2,8 @@
 
     python benchmarks/unet_quality.py [--minutes 10] [--preset tiny] [--size 64] [--workers 1]
                                       [--gpus-per-worker 0] [--eval-samples 300] [--out DIR]
-                                      [--blob-preset robust] [--ood-size 256] [--ood-samples 24]
+                                      [--blob-preset robust] [--blob-options JSON] [--ood-size 256]
+                                      [--ood-samples 24]
 
 Trains with the launcher (blobs streamed by Ray Data, curriculum, early stopping) for about
 ``--minutes``: the epoch count is chosen from a short timing of training steps so that the
@@ -26,6 +27,7 @@ gives mean Dice per noise type for both.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="keep the run and the eval report/pictures here")
     parser.add_argument("--address", default=None)
     parser.add_argument("--blob-preset", default="robust", help="training recipe (default robust)")
+    parser.add_argument("--blob-options", type=json.loads, default={},
+                        help='BlobConfig fields on top of the preset, as JSON (e.g. \'{"pixel_scale_prob": 0.75}\')')
     parser.add_argument("--ood-size", type=int, default=256, help="side of the out-of-recipe blobs")
     parser.add_argument("--ood-samples", type=int, default=24, help="out-of-recipe blobs per noise type")
     args = parser.parse_args()
@@ -154,7 +158,8 @@ def main() -> None:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="unet-quality-"))
     job = get_workload("delineation").job(
         {"preset": args.preset, "image_size": args.size, "train_samples": args.train_samples,
-         "val_samples": args.val_samples, "lr": args.lr, "blob_preset": args.blob_preset},
+         "val_samples": args.val_samples, "lr": args.lr, "blob_preset": args.blob_preset,
+         "blob_options": args.blob_options},
         epochs=epochs, runs_dir=out / "runs", batch_size=args.batch_size,
         scaling=Scaling.from_gpus(args.workers, args.gpus_per_worker),
         trainer_options={"max_time": {"seconds": max(60.0, budget - LAUNCH_SECONDS / 2)}})
