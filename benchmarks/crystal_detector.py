@@ -7,7 +7,8 @@ t in [t0, t1] (seeds disjoint from training), and inference images/s per torch t
 ``--infer-size`` (default 1024 x 768, the ``default`` preset's canvas).
 
     python benchmarks/crystal_detector.py                        # tiny preset, 3 epochs, 20 test images
-    python benchmarks/crystal_detector.py --epochs 30 --train-samples 256 --test-images 100   # the run
+    # the 15-minute CPU run:
+    python benchmarks/crystal_detector.py --minutes 15 --epochs 16 --train-samples 1024 --test-images 100
     python benchmarks/crystal_detector.py --model runs/x/model   # score an existing artifact, no training
 
 Training runs on an embedded Ray (``--workers`` Ray Train workers, 1 CPU each); scoring and

@@ -12,7 +12,7 @@ from microforge.datasets.rotated import rotated_iou, rotated_iou_matrix, rotated
 from microforge.platform.errors import ConfigError
 from microforge.trainers import EpochBatches
 from microforge.trainers.detector.data import render_crystal_tiles
-from microforge.trainers.detector.lightning import DetectorModule
+from microforge.trainers.detector.lightning import DetectorModule, window_count_errors
 from microforge.trainers.detector.model import HEADS, detector_from_preset
 from microforge.trainers.detector.predict import TilingSettings, detect_image, recorded_count_score, recorded_scale
 from microforge.trainers.detector.targets import (COUNT_SCORE, COUNT_SCORE_GRID, REG_MIN_WEIGHT, Augmentation, augment,
@@ -212,6 +212,21 @@ def test_validation_takes_whole_rendered_images():
     # samples 0..11 are images 0..2; training starts at 12, on image 3: no image in both splits
     assert plan.data.val_samples == 12
     assert plan_crystals(CrystalsOptions(val_samples=8, windows_per_image=4)).data.val_samples == 8
+
+
+def test_validation_counts_rods_in_the_window_interior():
+    grid = np.asarray(COUNT_SCORE_GRID)
+    rod = [0.0, 0.0, 40.0, 4.0, 0.0]
+    gt = np.array([[x, y, *rod[2:]] for x, y in [(60, 60), (100, 200), (200, 130), (10, 128), (128, 250)]])
+    # the three interior rods found at 0.6, the two edge stubs (centres within 256 / 8 of an edge)
+    # at 0.2, and one interior false positive at 0.3
+    found = np.concatenate([gt, gt[:1] + [5, 50, 0, 0, 0]])
+    scores = np.array([0.6, 0.6, 0.6, 0.2, 0.2, 0.3])
+    errors = window_count_errors(found, scores, gt, (256, 256))
+    assert errors[grid == 0.2][0] == pytest.approx(1 / 3)  # the stubs are in neither count
+    assert errors[grid == 0.35][0] == 0.0 and errors[grid == 0.65][0] == 1.0
+    assert grid[np.argmin(errors)] > 0.3  # the chosen score leaves the false positive out
+    assert window_count_errors(found[:0], scores[:0], gt[:0], (256, 256)).max() == 0.0
 
 
 def test_loss_falls_and_validation_logs_ap(tmp_path):
