@@ -9,8 +9,8 @@ heatmap (alpha 2, beta 4) normalised by the number of rods, plus L1 on log sizes
 under the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95``,
 ``val_count_score``: the score threshold of :data:`~.targets.COUNT_SCORE_GRID` whose count of
 detections is nearest the rods' (mean |detections - rods| / max(rods, 1) per window, over the rods
-and detections centred in the window's interior, pooled over ranks; a focal-loss heatmap's scores are not calibrated probabilities, so a fixed threshold
-over- or under-counts), and ``val_count_error`` at it (chosen on the same windows, so a little
+and detections centred in the window's interior, pooled over ranks; a focal-loss heatmap's scores
+are not calibrated probabilities, so a fixed threshold over- or under-counts), and ``val_count_error`` at it (chosen on the same windows, so a little
 optimistic; runs before the choice logged it at 0.3). The threshold is kept in the module's
 state (so the checkpoint ranked best carries its own) and recorded in the artifact, where
 ``eval`` and Serve count with it.
