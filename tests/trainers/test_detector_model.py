@@ -12,7 +12,7 @@ from microforge.datasets.rotated import rotated_iou, rotated_iou_matrix, rotated
 from microforge.platform.errors import ConfigError
 from microforge.trainers import EpochBatches
 from microforge.trainers.detector.data import render_crystal_tiles
-from microforge.trainers.detector.lightning import DetectorModule, window_count_errors
+from microforge.trainers.detector.lightning import DetectorModule, detector_loss, window_count_errors
 from microforge.trainers.detector.model import HEADS, detector_from_preset
 from microforge.trainers.detector.predict import TilingSettings, detect_image, recorded_count_score, recorded_scale
 from microforge.trainers.detector.targets import (COUNT_SCORE, COUNT_SCORE_GRID, REG_MIN_WEIGHT, Augmentation, augment,
@@ -102,7 +102,7 @@ def test_decode_of_encoded_boxes_recovers_the_boxes():
     assert np.array_equal(targets["boxes"][:25], boxes.astype(np.float32))
 
 
-def test_size_and_angle_targets_cover_each_rod_and_go_to_the_nearest_rod():
+def test_size_and_angle_targets_cover_each_rod_and_go_to_the_highest_gaussian():
     # A horizontal rod centred in cell (y 8, x 8) and a vertical one in cell (11, 12), whose
     # Gaussians overlap at (8, 12): the vertical rod's is higher there (3 cells from its centre
     # along its length, against 4 for the horizontal one).
@@ -119,6 +119,31 @@ def test_size_and_angle_targets_cover_each_rod_and_go_to_the_nearest_rod():
                                   (14, 12): vertical}.items():
         assert np.allclose(t["size"][:, y, x], size) and np.allclose(t["angle"][:, y, x], angle, atol=1e-6)
     assert np.all(t["offset"][:, weight < 1.0] == 0.0)  # the offset only at centres
+    assert np.allclose(t["offset"][:, 8, 8], [0.5, 0.5]) and np.allclose(t["offset"][:, 11, 12], [0.5, 0.5])
+
+
+def test_two_centres_in_one_cell_go_to_the_smaller_rod():
+    t = encode_targets(np.array([[34.0, 34.0, 80.0, 4.0, 0.0], [34.5, 34.5, 20.0, 4.0, 1.0]]), 128, 128, stride=4)
+    assert t["reg_mask"].sum() == 1 and t["reg_weight"][0, 8, 8] == 1.0
+    assert np.exp(t["size"][0, 8, 8]) == pytest.approx(20.0)
+    assert np.allclose(t["offset"][:, 8, 8], [0.625, 0.625])
+    assert np.allclose(t["angle"][:, 8, 8], [math.cos(2.0), math.sin(2.0)], atol=1e-6)
+
+
+def test_loss_weights_size_and_angle_by_the_gaussian_and_the_offset_at_centres():
+    zeros = {k: torch.zeros(1, c, 4, 4) for k, c in (("size", 2), ("angle", 2), ("offset", 2))}
+    batch = {**zeros, "heatmap": torch.zeros(1, 1, 4, 4), "reg_mask": torch.zeros(1, 1, 4, 4),
+             "reg_weight": torch.zeros(1, 1, 4, 4)}
+    batch["reg_mask"][0, 0, 1, 1] = batch["reg_weight"][0, 0, 1, 1] = 1.0  # a centre
+    batch["reg_weight"][0, 0, 1, 2] = 0.5  # along its rod
+    out = {k: v.clone() for k, v in zeros.items()}
+    out["heatmap"] = torch.full((1, 1, 4, 4), -9.0)
+    for name in ("size", "angle", "offset"):
+        out[name][0, 0, 1, 2] = 3.0  # wrong only off the centre
+    _, parts = detector_loss(out, batch)
+    assert float(parts["size"]) == pytest.approx(0.5 * 3.0 / 1.5)
+    assert float(parts["angle"]) == pytest.approx(0.5 * 3.0 / 1.5)
+    assert float(parts["offset"]) == 0.0
 
 
 def _draw(boxes, size):

@@ -8,7 +8,8 @@ the boxes themselves padded to ``max_boxes`` with their count (for AP during val
 and angle are regressed over the rod's Gaussian, not only at its centre (TTFNet's Gaussian-weighted
 regression: many times more supervised cells per rod, which is what a CPU budget lacks): each cell
 where a rod's Gaussian is at least :data:`REG_MIN_WEIGHT` carries the size and angle of the rod
-whose Gaussian is highest there, weighted by that value. The offset is regressed at centre cells.
+whose Gaussian is highest there, weighted by that value (per cell: a long rod has more cells and
+weighs more). The offset is regressed at centre cells.
 :func:`decode_maps` inverts it: peaks (3x3 maximum), sub-cell offset, ``exp`` of the log sizes,
 ``atan2(sin 2θ, cos 2θ) / 2``, then rotated NMS.
 
@@ -141,9 +142,9 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
         ``heatmap (1, h, w)``, ``size (2, h, w)`` (log length, log width), ``angle (2, h, w)``
         (cos 2θ, sin 2θ), ``offset (2, h, w)`` (cells), ``reg_mask (1, h, w)`` (1 at centre
         cells: where the offset is regressed), ``reg_weight (1, h, w)`` (the weight of the size and
-        angle targets: the owning rod's Gaussian), ``boxes (max_boxes, 5)`` (zero-padded, the first
-        ``max_boxes`` only) and ``n_boxes`` (the count, int64 scalar), where
-        ``h, w = height // stride, width // stride``.
+        angle targets: the owning rod's Gaussian, 0 below :data:`REG_MIN_WEIGHT`),
+        ``boxes (max_boxes, 5)`` (zero-padded, the first ``max_boxes`` only) and ``n_boxes`` (the
+        count, int64 scalar), where ``h, w = height // stride, width // stride``.
     """
     h, w = height // stride, width // stride
     out = {
