@@ -3,10 +3,11 @@
 The image is first resized by the artifact's ``input_scale`` (:func:`recorded_scale`: the factor
 its training images were resized by), and the boxes found are mapped back to the input's pixels.
 An image up to ``tile`` pixels a side (after that resize) runs in one pass (edge-padded to the
-network's size multiple). A larger one (the ``standard`` preset is 2878 x 2048) runs as overlapping windows of
-``tile`` px, ``overlap`` px apart at their seams: each window keeps the detections whose centre
-lies in its own share of the overlap (the half nearer its middle), so a rod cut by one window's
-edge is taken from the window that sees it whole, then one rotated NMS runs over the image.
+network's size multiple). A larger one (the ``standard`` preset is 2878 x 2048) runs as
+overlapping windows of ``tile`` px, ``overlap`` px apart at their seams: each window keeps the
+detections whose centre lies in its own share of the overlap (the half nearer its middle), so a
+rod cut by one window's edge is taken from the window that sees it whole, then one rotated NMS
+runs over the image.
 """
 
 from __future__ import annotations
