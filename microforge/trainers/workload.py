@@ -36,9 +36,9 @@ ENTRY_POINT_GROUP = "microforge.workloads"
 WORKLOADS_ENV = "MICROFORGE_WORKLOADS"
 # What a workload's model can do behind the Serve ingress (serve maps each to a deployment).
 SERVE_TASKS = ("segment", "detect", "generate", "colorize")
-# The workloads that ship with microforge (one line each; a new one may use an entry point instead).
 # Keys of a training recipe that are job settings rather than options.
 RECIPE_JOB_FIELDS = ("batch_size",)
+# The workloads that ship with microforge (one line each; a new one may use an entry point instead).
 BUILTIN_WORKLOADS = ("microforge.trainers.unet.workload:DELINEATION",
                      "microforge.trainers.fastgan.workload:FASTGAN",
                      "microforge.trainers.cyclegan.workload:CYCLEGAN",
