@@ -34,14 +34,16 @@ def detector_dir(models_dir: Path) -> Path:
 
 
 def detector_ready(models_dir: Path) -> bool:
-    """Whether a complete, verified demo detector is in ``models_dir``."""
-    from microforge.platform.artifact import ArtifactError, read_artifact
+    """Whether a complete, verified demo detector that this version's network loads is in
+    ``models_dir`` (one saved by an older version, with other heads, is trained anew)."""
+    from microforge.platform.artifact import ArtifactError
+    from microforge.trainers.registry import load_artifact
 
     folder = detector_dir(models_dir)
     if not folder.exists():
         return False
     try:
-        read_artifact(folder)
+        load_artifact(folder)
         return True
     except ArtifactError as exc:
         log.warning("the last demo detector cannot be used (%s); training a new one", exc)

@@ -324,3 +324,25 @@ def test_colorize_images_reads_domain_a_pads_and_crops(tmp_path):
 
     with pytest.raises(ConfigError, match="3 channels"):
         colorize_images(ResnetGenerator(1, 1, 4, 1), transform, [gray])
+
+
+def test_a_demo_detector_this_network_cannot_load_is_trained_anew(tmp_path, caplog):
+    from microforge.platform.artifact import ComponentWeights, save_artifact
+    from microforge.platform.imports import object_path
+    from microforge.serve.demo_detector import detector_dir, detector_ready
+    from microforge.trainers.detector import detector_from_preset
+    from microforge.trainers.detector.workload import CRYSTALS
+
+    from .conftest import save_crystal_detector
+
+    save_crystal_detector(detector_dir(tmp_path))
+    assert detector_ready(tmp_path)
+    # One saved by a version whose network had no end-distance head: complete and verified, but
+    # its weights do not fit this network.
+    model = detector_from_preset("tiny")
+    older = {k: v for k, v in model.state_dict().items() if not k.startswith("heads.end_distance")}
+    save_artifact(detector_dir(tmp_path), {"model": ComponentWeights(object_path(type(model)), model.config, older)},
+                  workload=CRYSTALS.name, task=CRYSTALS.serve_task, transform=dict(CRYSTALS.transform),
+                  preprocessing={}, metrics={}, provenance={"test": True})
+    assert not detector_ready(tmp_path)
+    assert "cannot be used" in caplog.text and "heads.end_distance" in caplog.text

@@ -16,7 +16,7 @@ from microforge.trainers.detector.lightning import DetectorModule, detector_loss
 from microforge.trainers.detector.model import HEADS, detector_from_preset
 from microforge.trainers.detector.predict import TilingSettings, detect_image, recorded_count_score, recorded_scale
 from microforge.trainers.detector.targets import (COUNT_SCORE, COUNT_SCORE_GRID, REG_MIN_WEIGHT, Augmentation, augment,
-                                                  decode_maps, encode_targets, rescale, scale_boxes)
+                                                  DecodeSettings, decode_maps, encode_targets, rescale, scale_boxes)
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
@@ -71,7 +71,7 @@ def test_rotated_nms_keeps_crossing_rods_and_drops_duplicates():
 # -- network --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset, params", [("tiny", 91_063), ("small", 537_663), ("standard", 1_386_663)])
+@pytest.mark.parametrize("preset, params", [("tiny", 96_296), ("small", 558_496), ("standard", 1_423_656)])
 def test_presets_parameter_counts_and_output_shapes(preset, params):
     model = detector_from_preset(preset)
     assert sum(p.numel() for p in model.parameters()) == params
@@ -133,17 +133,48 @@ def test_two_centres_in_one_cell_go_to_the_smaller_rod():
 def test_loss_weights_size_and_angle_by_the_gaussian_and_the_offset_at_centres():
     zeros = {k: torch.zeros(1, c, 4, 4) for k, c in (("size", 2), ("angle", 2), ("offset", 2))}
     batch = {**zeros, "heatmap": torch.zeros(1, 1, 4, 4), "reg_mask": torch.zeros(1, 1, 4, 4),
-             "reg_weight": torch.zeros(1, 1, 4, 4)}
+             "reg_weight": torch.zeros(1, 1, 4, 4), "end_distance": torch.zeros(1, 1, 4, 4), "end_mask": torch.zeros(1, 1, 4, 4)}
     batch["reg_mask"][0, 0, 1, 1] = batch["reg_weight"][0, 0, 1, 1] = 1.0  # a centre
     batch["reg_weight"][0, 0, 1, 2] = 0.5  # along its rod
     out = {k: v.clone() for k, v in zeros.items()}
     out["heatmap"] = torch.full((1, 1, 4, 4), -9.0)
+    out["end_distance"] = torch.zeros(1, 1, 4, 4)
     for name in ("size", "angle", "offset"):
         out[name][0, 0, 1, 2] = 3.0  # wrong only off the centre
     _, parts = detector_loss(out, batch)
     assert float(parts["size"]) == pytest.approx(0.5 * 3.0 / 1.5)
     assert float(parts["angle"]) == pytest.approx(0.5 * 3.0 / 1.5)
     assert float(parts["offset"]) == 0.0
+    batch["end_mask"][0, 0, 1, 1:3] = 1.0
+    out["end_distance"][0, 0, 1, 2] = 3.0
+    out["end_distance"][0, 0, 2, 2] = 9.0  # off the rods: not counted
+    assert float(detector_loss(out, batch)[1]["end_distance"]) == pytest.approx(3.0 / 2)
+
+
+def test_end_distance_targets_run_along_the_rod_to_the_end_on_each_side():
+    # A horizontal rod from x 14 to 94 at y 34: cell (8, 13)'s middle is its centre (54, 34).
+    t = encode_targets(np.array([[54.0, 34.0, 80.0, 4.0, 0.0]]), 128, 128, stride=4)
+    mask, distance = t["end_mask"][0], np.exp(t["end_distance"][0])
+    # On the rod up to 0.4 x its length from the centre (x 22..86: cells 5..21), one cell wide.
+    assert np.array_equal(np.flatnonzero(mask.any(axis=1)), [8]) and np.array_equal(np.flatnonzero(mask[8]), range(5, 22))
+    assert distance[8, 13] == pytest.approx(40.0) and distance[8, 5] == pytest.approx(8.0)
+    assert distance[8, 21] == pytest.approx(8.0) and distance[8, 17] == pytest.approx(40 - 16)
+
+
+@pytest.mark.parametrize("error", [0.7, 1.3])
+def test_probing_the_ends_measures_rods_whose_length_the_centre_misjudged(error):
+    boxes = np.array([[150.0, 120.0, 160.0, 8.0, 0.3], [60.0, 60.0, 48.0, 6.0, -1.0], [40.0, 200.0, 14.0, 2.0, 1.2]])
+    t = encode_targets(boxes, 256, 256, stride=4)
+    size = t["size"].copy()
+    size[0] += np.log(error)  # lengths regressed 30 % short or long
+    found, _ = decode_maps(t["heatmap"], size, t["angle"], t["offset"], 4)
+    order = np.argsort(-found[:, 2])
+    assert np.allclose(found[order, 2], boxes[:, 2] * error, rtol=1e-4)
+    found, _ = decode_maps(t["heatmap"], size, t["angle"], t["offset"], 4, end_distance=t["end_distance"])
+    assert np.allclose(found[np.argsort(-found[:, 2])], boxes, rtol=1e-4, atol=1e-4)
+    off, _ = decode_maps(t["heatmap"], size, t["angle"], t["offset"], 4, DecodeSettings(end_probe=0),
+                         end_distance=t["end_distance"])
+    assert np.allclose(np.sort(off[:, 2]), np.sort(boxes[:, 2] * error), rtol=1e-4)
 
 
 def _draw(boxes, size):

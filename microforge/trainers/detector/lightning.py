@@ -4,8 +4,8 @@ Batches are the dense rows of :mod:`.data` (``image (B, 1, S, S)``, heatmap / re
 ``boxes`` padded and ``n_boxes``). The loss is CenterNet's: the penalty-reduced focal loss on the
 heatmap (alpha 2, beta 4) normalised by the number of rods, plus L1 on log sizes and on
 ``(cos 2θ, sin 2θ)`` weighted by ``reg_weight`` (per cell, over each rod's Gaussian, so a long
-rod weighs more than a short one; see :mod:`.targets`) and L1 on the sub-cell offset at the
-centre cells. Validation decodes the maps (rotated NMS) and pools the matches of every rank into
+rod weighs more than a short one; see :mod:`.targets`), L1 on the sub-cell offset at the
+centre cells, and L1 on the log distance to the rod's end at every cell of a rod's middle 80 %. Validation decodes the maps (rotated NMS) and pools the matches of every rank into
 ``val_ap50`` (rotated IoU >= 0.5, area under the interpolated PR curve), which ranks
 checkpoints, plus ``val_ap50_95``, ``val_count_score``: the score threshold of
 :data:`~.targets.COUNT_SCORE_GRID` whose count of detections is nearest the rods' (mean
@@ -45,15 +45,20 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, b
     return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp_min(1.0)
 
 
+# Each regressed map and the map of its per-cell L1 weights.
+REGRESSIONS = {"size": "reg_weight", "angle": "reg_weight", "offset": "reg_mask", "end_distance": "end_mask"}
+
+
 def detector_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-                  weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss and its parts ``heatmap, size, angle, offset``; ``weights`` scale size, angle, offset."""
+                  weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its parts ``heatmap, size, angle, offset, end_distance``; ``weights`` scale
+    all but the heatmap, in that order."""
     parts = {"heatmap": focal_loss(out["heatmap"], batch["heatmap"].float())}
-    for name, weight_key in (("size", "reg_weight"), ("angle", "reg_weight"), ("offset", "reg_mask")):
+    for name, weight_key in REGRESSIONS.items():
         weight = batch[weight_key].float()
         l1 = F.l1_loss(out[name].float(), batch[name].float(), reduction="none")
         parts[name] = (l1 * weight).sum() / weight.sum().clamp_min(1.0)
-    total = parts["heatmap"] + weights[0] * parts["size"] + weights[1] * parts["angle"] + weights[2] * parts["offset"]
+    total = parts["heatmap"] + sum(w * parts[name] for w, name in zip(weights, REGRESSIONS))
     return total, parts
 
 
@@ -94,7 +99,7 @@ class DetectorModule(pl.LightningModule):
         image_size: training window side (recorded in the artifact).
         input_scale: the factor training images were resized by (recorded: inference resizes by it).
         lr, weight_decay, warmup_fraction, min_lr_ratio: AdamW with warm-up then cosine decay.
-        size_weight, angle_weight, offset_weight: weights of the regression losses.
+        size_weight, angle_weight, offset_weight, end_distance_weight: weights of the regression losses.
         max_boxes: boxes per window kept for validation AP (as the data pads them).
 
     Raises:
@@ -105,7 +110,7 @@ class DetectorModule(pl.LightningModule):
     def __init__(self, preset: str = "tiny", model_overrides: dict[str, Any] | None = None, image_size: int = 256,
                  input_scale: float = 1.0, lr: float = 2e-3, weight_decay: float = 1e-4, warmup_fraction: float = 0.05,
                  min_lr_ratio: float = 0.01, size_weight: float = 1.0, angle_weight: float = 1.0,
-                 offset_weight: float = 1.0, max_boxes: int = 512) -> None:
+                 offset_weight: float = 1.0, end_distance_weight: float = 1.0, max_boxes: int = 512) -> None:
         super().__init__()
         check_scale(input_scale)
         if lr <= 0 or weight_decay < 0 or not 0 <= warmup_fraction < 1 or not 0 <= min_lr_ratio <= 1:
@@ -130,13 +135,15 @@ class DetectorModule(pl.LightningModule):
         heat = torch.zeros(batch_size, 1, cells, cells)
         heat[:, :, cells // 2, cells // 2] = 1.0
         return {"image": torch.rand(batch_size, 1, size, size), "heatmap": heat, "reg_mask": heat.clone(),
-                "reg_weight": heat.clone(),
+                "reg_weight": heat.clone(), "end_distance": torch.zeros(batch_size, 1, cells, cells),
+                "end_mask": heat.clone(),
                 **{k: torch.zeros(batch_size, 2, cells, cells) for k in ("size", "angle", "offset")}}
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict]:
         out = self.model(batch["image"].float())
         hp = self.hparams
-        loss, parts = detector_loss(out, batch, (hp.size_weight, hp.angle_weight, hp.offset_weight))
+        loss, parts = detector_loss(out, batch, (hp.size_weight, hp.angle_weight, hp.offset_weight,
+                                                 hp.end_distance_weight))
         return out, loss, parts
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -162,12 +169,13 @@ class DetectorModule(pl.LightningModule):
         out, loss, _ = self._loss(batch)
         self._val_loss.append((float(loss), batch["image"].shape[0]))
         heat = torch.sigmoid(out["heatmap"].float()).cpu().numpy()
-        maps = {k: out[k].float().cpu().numpy() for k in ("size", "angle", "offset")}
+        maps = {k: out[k].float().cpu().numpy() for k in ("size", "angle", "offset", "end_distance")}
         gts, counts = batch["boxes"].cpu().numpy(), batch["n_boxes"].cpu().numpy()
         side = tuple(batch["image"].shape[-2:])[::-1]  # (W, H)
         for i in range(len(heat)):
             boxes, scores = decode_maps(heat[i], maps["size"][i], maps["angle"][i], maps["offset"][i],
-                                        self.model.stride, DecodeSettings(score_threshold=0.05))
+                                        self.model.stride, DecodeSettings(score_threshold=0.05),
+                                        end_distance=maps["end_distance"][i])
             gt = gts[i, :int(counts[i])]
             self._matches.append(match_image(boxes, scores, gt))
             self._count_errors.append(window_count_errors(boxes, scores, gt, side))

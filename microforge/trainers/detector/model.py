@@ -2,12 +2,15 @@
 
 A small encoder (conv-BN-ReLU stages, each halving the resolution) and a top-down path that
 adds every coarser stage, upsampled, into the finer one (an FPN reduced to its sum) down to the
-output stride (4 px). Four heads read that map, each a 3x3 conv, ReLU and a 1x1 conv:
+output stride (4 px). Five heads read that map, each a 3x3 conv, ReLU and a 1x1 conv:
 
 * ``heatmap`` ``(B, 1, h, w)``: logits of "a rod's centre lies in this cell";
 * ``size`` ``(B, 2, h, w)``: ``log(length), log(width)`` in pixels (L1 on logs = relative error);
 * ``angle`` ``(B, 2, h, w)``: ``(cos 2θ, sin 2θ)``, continuous over a rod's 180-degree symmetry;
-* ``offset`` ``(B, 2, h, w)``: the centre's sub-cell position, in cells.
+* ``offset`` ``(B, 2, h, w)``: the centre's sub-cell position, in cells;
+* ``end_distance`` ``(B, 1, h, w)``: log px along the rod from the cell to the rod's end on the
+  cell's side of its centre (decoding measures a long rod's length from two points part-way
+  out, which see its ends; its centre cell sees neither).
 
 Each image is standardised inside the network (zero mean, unit variance): DIC rods change the
 gray level by a few percent of the background, whose brightness varies from image to image.
@@ -32,7 +35,7 @@ DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
     "small": {"widths": [24, 48, 96, 128], "head_channels": 48},
     "standard": {"widths": [32, 64, 128, 256], "head_channels": 64},
 }
-HEADS = {"heatmap": 1, "size": 2, "angle": 2, "offset": 2}
+HEADS = {"heatmap": 1, "size": 2, "angle": 2, "offset": 2, "end_distance": 1}
 OUT_STRIDE = 4
 # Heatmap bias: sigmoid(-2.19) = 0.1, CenterNet's prior, so the focal loss starts near its minimum.
 HEATMAP_PRIOR_BIAS = -2.19

@@ -93,7 +93,7 @@ def _run(model: "torch.nn.Module", window: np.ndarray, settings: DecodeSettings)
     device = next(model.parameters()).device
     maps = forward_maps(model, torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(device))
     boxes, scores = decode_maps(maps["heatmap"][0], maps["size"][0], maps["angle"][0], maps["offset"][0],
-                                int(getattr(model, "stride", 4)), settings)
+                                int(getattr(model, "stride", 4)), settings, end_distance=maps["end_distance"][0])
     inside = (boxes[:, 0] < w) & (boxes[:, 1] < h)
     return Detections(boxes[inside], scores[inside])
 

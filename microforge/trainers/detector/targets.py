@@ -9,9 +9,12 @@ and angle are regressed over the rod's Gaussian, not only at its centre (TTFNet'
 regression: many times more supervised cells per rod, which is what a CPU budget lacks): each cell
 where a rod's Gaussian is at least :data:`REG_MIN_WEIGHT` carries the size and angle of the rod
 whose Gaussian is highest there, weighted by that value (per cell: a long rod has more cells and
-weighs more). The offset is regressed at centre cells.
+weighs more). The offset is regressed at centre cells. Every cell on a rod up to
+:data:`END_REACH` x its length from its centre carries the distance along the axis to the rod's
+end on the cell's side (its owner chosen the same way).
 :func:`decode_maps` inverts it: peaks (3x3 maximum), sub-cell offset, ``exp`` of the log sizes,
-``atan2(sin 2θ, cos 2θ) / 2``, then rotated NMS.
+``atan2(sin 2θ, cos 2θ) / 2``, the length measured from two cells part-way out along the axis
+(:func:`probe_ends`), then rotated NMS.
 
 Augmentation (:func:`augment`) moves image and boxes together: horizontal and vertical flips and
 90-degree rotations (exact on the pixel grid), then brightness, contrast and Gaussian blur of the
@@ -31,11 +34,14 @@ from microforge.datasets.rotated import clip_box_array, rotated_nms
 from microforge.platform.errors import ConfigError
 
 __all__ = ["COUNT_SCORE", "COUNT_SCORE_GRID", "Augmentation", "DecodeSettings", "MIN_SIGMA", "REG_MIN_WEIGHT",
-           "SCALE_RANGE", "augment", "check_scale", "crop", "decode_maps", "encode_targets", "rescale", "scale_boxes"]
+           "SCALE_RANGE", "augment", "check_scale", "crop", "decode_maps", "encode_targets", "probe_ends", "rescale",
+           "scale_boxes"]
 
 MIN_SIGMA = 0.6  # cells
 REG_MIN_WEIGHT = 0.3  # cells where a rod's Gaussian is lower carry no size / angle target
 LOG_EPS = 1e-3  # px: keeps log sizes finite for a degenerate label
+MIN_END_DISTANCE = 1.0  # px: the end-distance target of a cell at or past a short rod's end
+END_REACH = 0.4  # end distances are learnt up to this x the rod's length from its centre
 SCALE_RANGE = (0.05, 4.0)  # input resize factors a detector accepts
 COUNT_SCORE = 0.3  # detections at or above this score count as rods, unless the artifact records its own
 # Thresholds validation chooses the count score from (the one with the least count error).
@@ -154,6 +160,8 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
         "offset": np.zeros((2, h, w), np.float32),
         "reg_mask": np.zeros((1, h, w), np.float32),
         "reg_weight": np.zeros((1, h, w), np.float32),
+        "end_distance": np.zeros((1, h, w), np.float32),
+        "end_mask": np.zeros((1, h, w), np.float32),
         "boxes": np.zeros((max_boxes, 5), np.float32),
         "n_boxes": np.int64(0),
     }
@@ -170,7 +178,7 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
     c, s = np.cos(kept[:, 4]), np.sin(kept[:, 4])
     reach = np.ceil(3 * np.maximum(s_len, s_wid)).astype(np.int64)
     heat = out["heatmap"].reshape(-1)
-    owners: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (cell, box, Gaussian) where it is high enough
+    strong_parts, foot_parts = [], []  # (cell, box, Gaussian): where it is high enough; on the rod
     for r in np.unique(reach):  # boxes of one reach share a patch grid (a few dozen groups at most)
         sel = np.flatnonzero(reach == r)
         dy, dx = (d.astype(np.float64) for d in np.mgrid[-r:r + 1, -r:r + 1])
@@ -180,43 +188,65 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
         ys, xs = iy[sel, None, None] + dy.astype(np.int64), ix[sel, None, None] + dx.astype(np.int64)
         inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
         np.maximum.at(heat, (ys * w + xs)[inside], g[inside].astype(np.float32))
-        strong = inside & (g >= REG_MIN_WEIGHT)
-        owners.append(((ys * w + xs)[strong], np.broadcast_to(sel[:, None, None], g.shape)[strong], g[strong]))
-    cells, box, weight = (np.concatenate(part) for part in zip(*owners))
-    # Each cell goes to the rod whose Gaussian is highest there; on a tie (two centres in one
-    # cell), to the smaller rod: its peak is the narrowest and the easiest to lose.
+        # The cell's middle relative to the exact centre, in px, along and across the rod.
+        ex, ey = (xs + 0.5) * stride - kept[sel, 0, None, None], (ys + 0.5) * stride - kept[sel, 1, None, None]
+        along, across = ex * cs + ey * sn, -ex * sn + ey * cs
+        on_rod = inside & (np.abs(along) <= END_REACH * kept[sel, 2, None, None]) & \
+            (np.abs(across) <= np.maximum(kept[sel, 3, None, None] / 2, 0.75 * stride))
+        boxes_of = np.broadcast_to(sel[:, None, None], g.shape)
+        for parts, where in ((strong_parts, inside & (g >= REG_MIN_WEIGHT)), (foot_parts, on_rod)):
+            parts.append(((ys * w + xs)[where], boxes_of[where], g[where]))
     area = kept[:, 2] * kept[:, 3]
-    order = np.lexsort((-area[box], weight, cells))  # by cell, then weight, then smaller area last
-    last = len(order) - 1 - np.unique(cells[order][::-1], return_index=True)[1]
-    cells, box, weight = cells[order[last]], box[order[last]], weight[order[last]]
+    cells, box, weight = _owned(strong_parts, area)
     cy, cx = np.divmod(cells, w)
     out["size"][:, cy, cx] = np.log(np.maximum(kept[box, 2:4], LOG_EPS)).T
     out["angle"][:, cy, cx] = np.stack([np.cos(2 * kept[box, 4]), np.sin(2 * kept[box, 4])])
     out["reg_weight"][0, cy, cx] = weight
     centre = (iy[box] == cy) & (ix[box] == cx)  # a rod's own centre cell, where its offset is regressed
-    cy, cx, box = cy[centre], cx[centre], box[centre]
-    out["offset"][:, cy, cx] = np.stack([gx[box] - cx, gy[box] - cy])
-    out["reg_mask"][0, cy, cx] = 1.0
+    out["offset"][:, cy[centre], cx[centre]] = np.stack([gx[box[centre]] - cx[centre], gy[box[centre]] - cy[centre]])
+    out["reg_mask"][0, cy[centre], cx[centre]] = 1.0
+    # Along the axis from the cell's middle to the rod's end on the cell's side of its centre.
+    cells, box, _ = _owned(foot_parts, area)
+    cy, cx = np.divmod(cells, w)
+    along = ((cx + 0.5) * stride - kept[box, 0]) * c[box] + ((cy + 0.5) * stride - kept[box, 1]) * s[box]
+    out["end_distance"][0, cy, cx] = np.log(np.maximum(kept[box, 2] / 2 - np.abs(along), MIN_END_DISTANCE))
+    out["end_mask"][0, cy, cx] = 1.0
     return out
+
+
+def _owned(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+           area: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cells, boxes, Gaussians)`` with one entry per cell: the rod whose Gaussian is highest
+    there; on a tie (two centres in one cell), the smaller rod: its peak is the narrowest and the
+    easiest to lose."""
+    cells, box, weight = (np.concatenate(part) for part in zip(*parts))
+    order = np.lexsort((-area[box], weight, cells))  # by cell, then weight, then smaller area last
+    last = len(order) - 1 - np.unique(cells[order][::-1], return_index=True)[1]
+    return cells[order[last]], box[order[last]], weight[order[last]]
 
 
 @dataclass(frozen=True)
 class DecodeSettings:
     """How maps become boxes: at most ``max_detections`` peaks scoring ``score_threshold`` or more,
-    then rotated NMS at ``nms_iou`` (crossing rods overlap little, so 0.5 keeps them)."""
+    then rotated NMS at ``nms_iou`` (crossing rods overlap little, so 0.5 keeps them). With an
+    end-distance map, each box's length comes from two probes on its axis, ``end_probe`` x its
+    regressed length either side of its centre (0: the regressed length)."""
 
     score_threshold: float = 0.05
     max_detections: int = 1000
     nms_iou: float = 0.5
+    end_probe: float = 0.15
 
 
 def decode_maps(heatmap: np.ndarray, size: np.ndarray, angle: np.ndarray, offset: np.ndarray, stride: int = 4,
-                settings: DecodeSettings = DecodeSettings(), probabilities: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                settings: DecodeSettings = DecodeSettings(), probabilities: bool = True,
+                end_distance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Boxes ``(N, 5)`` and scores ``(N,)`` (highest first) of one image's maps.
 
     Args:
         heatmap: ``(1, h, w)`` probabilities (or logits with ``probabilities=False``).
         size, angle, offset: ``(2, h, w)`` maps as :func:`encode_targets` writes them.
+        end_distance: ``(1, h, w)`` as :func:`encode_targets` writes it, or None: lengths as regressed.
     """
     heat = np.asarray(heatmap, dtype=np.float32)[0]
     if not probabilities:
@@ -233,5 +263,35 @@ def decode_maps(heatmap: np.ndarray, size: np.ndarray, angle: np.ndarray, offset
     theta = np.arctan2(angle[1, iy, ix], angle[0, iy, ix]) / 2
     theta = (theta + math.pi / 2) % math.pi - math.pi / 2
     boxes = np.stack([cx, cy, length, width, theta], axis=1).astype(np.float64).reshape(-1, 5)
+    if end_distance is not None and settings.end_probe > 0 and len(boxes):
+        boxes = probe_ends(boxes, np.asarray(end_distance, dtype=np.float32)[0], stride, settings.end_probe)
     keep = rotated_nms(boxes, scores, settings.nms_iou)
     return boxes[keep], scores[keep]
+
+
+def probe_ends(boxes: np.ndarray, end_distance: np.ndarray, stride: int, probe: float) -> np.ndarray:
+    """Boxes ``(N, 5)`` whose ends are measured from two cells on their axis, ``probe`` x their
+    length either side of the centre: each end lies ``end_distance (h, w)`` (log px) beyond the
+    middle of its cell, along the axis.
+
+    A rod longer than the network's field of view cannot be measured from its centre cell, which
+    sees neither end; a cell part-way out sees the end on its side. The cell holding the probe
+    point is read, not an interpolation: a thin rod is one cell wide, and its neighbours' values
+    belong to other rods or to none."""
+    h, w = end_distance.shape
+    c, s = np.cos(boxes[:, 4]), np.sin(boxes[:, 4])
+    offset = probe * boxes[:, 2]
+    reach = []
+    for sign in (1.0, -1.0):
+        ix = np.clip(np.floor((boxes[:, 0] + sign * offset * c) / stride), 0, w - 1).astype(np.int64)
+        iy = np.clip(np.floor((boxes[:, 1] + sign * offset * s) / stride), 0, h - 1).astype(np.int64)
+        # The cell measures the end on its own side of the centre, which is the probe's side but
+        # for a rod so short that the probe stays in the centre's neighbourhood (symmetric then).
+        along = np.abs(((ix + 0.5) * stride - boxes[:, 0]) * c + ((iy + 0.5) * stride - boxes[:, 1]) * s)
+        reach.append(along + np.exp(end_distance[iy, ix].astype(np.float64)))
+    out = boxes.copy()
+    out[:, 2] = reach[0] + reach[1]
+    shift = (reach[0] - reach[1]) / 2
+    out[:, 0] += shift * c
+    out[:, 1] += shift * s
+    return out

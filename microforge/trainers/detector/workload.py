@@ -73,6 +73,8 @@ class CrystalsOptions(ConfigModel):
     size_weight: float = Field(1.0, ge=0, le=100, description="weight of the L1 loss on log length and width")
     angle_weight: float = Field(1.0, ge=0, le=100, description="weight of the L1 loss on (cos 2θ, sin 2θ)")
     offset_weight: float = Field(1.0, ge=0, le=100, description="weight of the L1 loss on the sub-cell offset")
+    end_distance_weight: float = Field(1.0, ge=0, le=100, description="weight of the L1 loss on the log "
+                                                                       "distance to the rod's end")
     max_boxes: int = Field(512, ge=1, le=100_000, description="rods per window kept for validation AP")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="CrystalDetector arguments (JSON)")
 
@@ -107,7 +109,7 @@ def plan_crystals(options: CrystalsOptions) -> RunPlan:
 
     module_config = {k: getattr(options, k) for k in (
         "preset", "model_overrides", "image_size", "input_scale", "lr", "weight_decay", "warmup_fraction",
-        "min_lr_ratio", "size_weight", "angle_weight", "offset_weight", "max_boxes")}
+        "min_lr_ratio", "size_weight", "angle_weight", "offset_weight", "end_distance_weight", "max_boxes")}
     tile = {"image_size": options.image_size, "max_boxes": options.max_boxes, "input_scale": options.input_scale}
     TileSettings(**tile)
     if options.data is not None:
