@@ -133,7 +133,7 @@ def test_two_centres_in_one_cell_go_to_the_smaller_rod():
 def test_loss_weights_size_and_angle_by_the_gaussian_and_the_offset_at_centres():
     zeros = {k: torch.zeros(1, c, 4, 4) for k, c in (("size", 2), ("angle", 2), ("offset", 2))}
     batch = {**zeros, "heatmap": torch.zeros(1, 1, 4, 4), "reg_mask": torch.zeros(1, 1, 4, 4),
-             "reg_weight": torch.zeros(1, 1, 4, 4), "end_distance": torch.zeros(1, 1, 4, 4), "end_mask": torch.zeros(1, 1, 4, 4)}
+             **{k: torch.zeros(1, 1, 4, 4) for k in ("reg_weight", "end_distance", "end_mask")}}
     batch["reg_mask"][0, 0, 1, 1] = batch["reg_weight"][0, 0, 1, 1] = 1.0  # a centre
     batch["reg_weight"][0, 0, 1, 2] = 0.5  # along its rod
     out = {k: v.clone() for k, v in zeros.items()}
@@ -156,7 +156,8 @@ def test_end_distance_targets_run_along_the_rod_to_the_end_on_each_side():
     t = encode_targets(np.array([[54.0, 34.0, 80.0, 4.0, 0.0]]), 128, 128, stride=4)
     mask, distance = t["end_mask"][0], np.exp(t["end_distance"][0])
     # On the rod up to 0.4 x its length from the centre (x 22..86: cells 5..21), one cell wide.
-    assert np.array_equal(np.flatnonzero(mask.any(axis=1)), [8]) and np.array_equal(np.flatnonzero(mask[8]), range(5, 22))
+    assert np.array_equal(np.flatnonzero(mask.any(axis=1)), [8])
+    assert np.array_equal(np.flatnonzero(mask[8]), range(5, 22))
     assert distance[8, 13] == pytest.approx(40.0) and distance[8, 5] == pytest.approx(8.0)
     assert distance[8, 21] == pytest.approx(8.0) and distance[8, 17] == pytest.approx(40 - 16)
 

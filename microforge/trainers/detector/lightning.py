@@ -5,9 +5,9 @@ Batches are the dense rows of :mod:`.data` (``image (B, 1, S, S)``, heatmap / re
 heatmap (alpha 2, beta 4) normalised by the number of rods, plus L1 on log sizes and on
 ``(cos 2θ, sin 2θ)`` weighted by ``reg_weight`` (per cell, over each rod's Gaussian, so a long
 rod weighs more than a short one; see :mod:`.targets`), L1 on the sub-cell offset at the
-centre cells, and L1 on the log distance to the rod's end at every cell of a rod's middle 80 %. Validation decodes the maps (rotated NMS) and pools the matches of every rank into
-``val_ap50`` (rotated IoU >= 0.5, area under the interpolated PR curve), which ranks
-checkpoints, plus ``val_ap50_95``, ``val_count_score``: the score threshold of
+centre cells, and L1 on the log distance to the rod's end at every cell of a rod's middle 80 %.
+Validation decodes the maps (rotated NMS) and pools the matches of every rank into ``val_ap50``
+(rotated IoU >= 0.5, area under the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95``, ``val_count_score``: the score threshold of
 :data:`~.targets.COUNT_SCORE_GRID` whose count of detections is nearest the rods' (mean
 |detections - rods| / max(rods, 1) per window, over the rods and detections centred in the
 window's interior, pooled over ranks; a focal-loss heatmap's scores are not calibrated
@@ -50,7 +50,7 @@ REGRESSIONS = {"size": "reg_weight", "angle": "reg_weight", "offset": "reg_mask"
 
 
 def detector_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-                  weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                  weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its parts ``heatmap, size, angle, offset, end_distance``; ``weights`` scale
     all but the heatmap, in that order."""
     parts = {"heatmap": focal_loss(out["heatmap"], batch["heatmap"].float())}
