@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--runs", help="keep the training run (checkpoints, artifact) under this directory")
+    p.add_argument("--train-options", type=json.loads, default={},
+                   help="more `train crystals` options as JSON, e.g. '{\"end_distance_weight\": 2}'")
     return p.parse_args(argv)
 
 
@@ -69,7 +71,8 @@ def train(args: argparse.Namespace, runs: Path) -> Path:
     job = workload.job({"preset": args.preset, "image_size": args.size, "train_samples": args.train_samples,
                         "input_scale": args.input_scale, "windows_per_image": args.windows_per_image,
                         "val_samples": args.val_samples, "synth": f"crystals:{args.crystal_preset}",
-                        "crystal_options": {"stage_lambda_range": lambda_range(*args.t_range)}},
+                        "crystal_options": {"stage_lambda_range": lambda_range(*args.t_range)},
+                        **args.train_options},
                        epochs=args.epochs, runs_dir=runs, name="bench", batch_size=args.batch_size,
                        early_stopping=None, scaling=Scaling.from_gpus(args.workers, args.gpus_per_worker),
                        trainer_options=options)  # precision auto: bf16-mixed on a GPU

@@ -16,7 +16,8 @@ from microforge.trainers.detector.lightning import DetectorModule, detector_loss
 from microforge.trainers.detector.model import HEADS, detector_from_preset
 from microforge.trainers.detector.predict import TilingSettings, detect_image, recorded_count_score, recorded_scale
 from microforge.trainers.detector.targets import (COUNT_SCORE, COUNT_SCORE_GRID, REG_MIN_WEIGHT, Augmentation, augment,
-                                                  DecodeSettings, decode_maps, encode_targets, rescale, scale_boxes)
+                                                  DecodeSettings, decode_maps, encode_targets, probe_ends, rescale,
+                                                  scale_boxes)
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
@@ -164,7 +165,7 @@ def test_end_distance_targets_run_along_the_rod_to_the_end_on_each_side():
 
 @pytest.mark.parametrize("error", [0.7, 1.3])
 def test_probing_the_ends_measures_rods_whose_length_the_centre_misjudged(error):
-    boxes = np.array([[150.0, 120.0, 160.0, 8.0, 0.3], [60.0, 60.0, 48.0, 6.0, -1.0], [40.0, 200.0, 14.0, 2.0, 1.2]])
+    boxes = np.array([[150.0, 120.0, 160.0, 8.0, 0.3], [60.0, 60.0, 48.0, 6.0, -1.0], [40.0, 200.0, 24.0, 2.0, 1.2]])
     t = encode_targets(boxes, 256, 256, stride=4)
     size = t["size"].copy()
     size[0] += np.log(error)  # lengths regressed 30 % short or long
@@ -176,6 +177,17 @@ def test_probing_the_ends_measures_rods_whose_length_the_centre_misjudged(error)
     off, _ = decode_maps(t["heatmap"], size, t["angle"], t["offset"], 4, DecodeSettings(end_probe=0),
                          end_distance=t["end_distance"])
     assert np.allclose(np.sort(off[:, 2]), np.sort(boxes[:, 2] * error), rtol=1e-4)
+
+
+def test_probing_keeps_the_regressed_half_where_the_map_cannot_tell():
+    distance = np.zeros((16, 16), np.float32)  # every end 1 px beyond its cell's middle
+    # Centre 2 px from the left border: the left probe point (x -4) is off the map and that half
+    # keeps its 20 px; the right one (x 8) reads cell 2, whose middle is 8 px out: 8 + 1 px.
+    boxes = np.array([[2.0, 32.0, 40.0, 4.0, 0.0], [32.0, 32.0, 12.0, 2.0, 0.0]])  # and a rod under 4 cells
+    probed = probe_ends(boxes, distance, 4, 0.15)
+    assert np.allclose(probed[0], [2.0 - 5.5, 32.0, 29.0, 4.0, 0.0]) and np.array_equal(probed[1], boxes[1])
+    with pytest.raises(ConfigError, match="end_probe"):
+        DecodeSettings(end_probe=0.4)  # past the band end distances are learnt in
 
 
 def _draw(boxes, size):

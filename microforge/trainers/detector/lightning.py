@@ -58,7 +58,7 @@ def detector_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
         weight = batch[weight_key].float()
         l1 = F.l1_loss(out[name].float(), batch[name].float(), reduction="none")
         parts[name] = (l1 * weight).sum() / weight.sum().clamp_min(1.0)
-    total = parts["heatmap"] + sum(w * parts[name] for w, name in zip(weights, REGRESSIONS))
+    total = parts["heatmap"] + sum(w * parts[name] for w, name in zip(weights, REGRESSIONS, strict=True))
     return total, parts
 
 

@@ -42,6 +42,7 @@ REG_MIN_WEIGHT = 0.3  # cells where a rod's Gaussian is lower carry no size / an
 LOG_EPS = 1e-3  # px: keeps log sizes finite for a degenerate label
 MIN_END_DISTANCE = 1.0  # px: the end-distance target of a cell at or past a short rod's end
 END_REACH = 0.4  # end distances are learnt up to this x the rod's length from its centre
+MIN_PROBED_CELLS = 4  # rods shorter than this many cells keep their regressed length
 SCALE_RANGE = (0.05, 4.0)  # input resize factors a detector accepts
 COUNT_SCORE = 0.3  # detections at or above this score count as rods, unless the artifact records its own
 # Thresholds validation chooses the count score from (the one with the least count error).
@@ -149,7 +150,9 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
         (cos 2θ, sin 2θ), ``offset (2, h, w)`` (cells), ``reg_mask (1, h, w)`` (1 at centre
         cells: where the offset is regressed), ``reg_weight (1, h, w)`` (the weight of the size and
         angle targets: the owning rod's Gaussian, 0 below :data:`REG_MIN_WEIGHT`),
-        ``boxes (max_boxes, 5)`` (zero-padded, the first ``max_boxes`` only) and ``n_boxes`` (the
+        ``end_distance (1, h, w)`` (log px along the owning rod's axis from the cell's middle to its
+        end on the cell's side of its centre) and ``end_mask (1, h, w)`` (1 where that is learnt: on
+        a rod, within :data:`END_REACH` x its length of its centre), ``boxes (max_boxes, 5)`` (zero-padded, the first ``max_boxes`` only) and ``n_boxes`` (the
         count, int64 scalar), where ``h, w = height // stride, width // stride``.
     """
     h, w = height // stride, width // stride
@@ -237,6 +240,11 @@ class DecodeSettings:
     nms_iou: float = 0.5
     end_probe: float = 0.15
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.end_probe < END_REACH:
+            raise ConfigError(f"end_probe must be in [0, {END_REACH}) (end distances are learnt up to "
+                              f"{END_REACH} x a rod's length from its centre), got {self.end_probe}")
+
 
 def decode_maps(heatmap: np.ndarray, size: np.ndarray, angle: np.ndarray, offset: np.ndarray, stride: int = 4,
                 settings: DecodeSettings = DecodeSettings(), probabilities: bool = True,
@@ -272,23 +280,30 @@ def decode_maps(heatmap: np.ndarray, size: np.ndarray, angle: np.ndarray, offset
 def probe_ends(boxes: np.ndarray, end_distance: np.ndarray, stride: int, probe: float) -> np.ndarray:
     """Boxes ``(N, 5)`` whose ends are measured from two cells on their axis, ``probe`` x their
     length either side of the centre: each end lies ``end_distance (h, w)`` (log px) beyond the
-    middle of its cell, along the axis.
+    middle of its cell, along the axis, and the centre moves to the middle of the two ends.
 
     A rod longer than the network's field of view cannot be measured from its centre cell, which
     sees neither end; a cell part-way out sees the end on its side. The cell holding the probe
     point is read, not an interpolation: a thin rod is one cell wide, and its neighbours' values
-    belong to other rods or to none."""
+    belong to other rods or to none. A side keeps its regressed half-length where the probe
+    point leaves the map, where its cell's middle lies outside the :data:`END_REACH` band that
+    was trained, or for a rod shorter than :data:`MIN_PROBED_CELLS` cells (its end distances are
+    a pixel or two, below what the map resolves)."""
     h, w = end_distance.shape
     c, s = np.cos(boxes[:, 4]), np.sin(boxes[:, 4])
-    offset = probe * boxes[:, 2]
+    half, offset = boxes[:, 2] / 2, probe * boxes[:, 2]
+    long_enough = boxes[:, 2] >= MIN_PROBED_CELLS * stride
     reach = []
     for sign in (1.0, -1.0):
-        ix = np.clip(np.floor((boxes[:, 0] + sign * offset * c) / stride), 0, w - 1).astype(np.int64)
-        iy = np.clip(np.floor((boxes[:, 1] + sign * offset * s) / stride), 0, h - 1).astype(np.int64)
+        fx = np.floor((boxes[:, 0] + sign * offset * c) / stride)
+        fy = np.floor((boxes[:, 1] + sign * offset * s) / stride)
+        on_map = (fx >= 0) & (fx < w) & (fy >= 0) & (fy < h)
+        ix, iy = np.clip(fx, 0, w - 1).astype(np.int64), np.clip(fy, 0, h - 1).astype(np.int64)
         # The cell measures the end on its own side of the centre, which is the probe's side but
         # for a rod so short that the probe stays in the centre's neighbourhood (symmetric then).
         along = np.abs(((ix + 0.5) * stride - boxes[:, 0]) * c + ((iy + 0.5) * stride - boxes[:, 1]) * s)
-        reach.append(along + np.exp(end_distance[iy, ix].astype(np.float64)))
+        usable = long_enough & on_map & (along <= END_REACH * boxes[:, 2])
+        reach.append(np.where(usable, along + np.exp(end_distance[iy, ix].astype(np.float64)), half))
     out = boxes.copy()
     out[:, 2] = reach[0] + reach[1]
     shift = (reach[0] - reach[1]) / 2
