@@ -2,19 +2,19 @@
 
 Batches are the dense rows of :mod:`.data` (``image (B, 1, S, S)``, heatmap / regression targets,
 ``boxes`` padded and ``n_boxes``). The loss is CenterNet's: the penalty-reduced focal loss on the
-heatmap (alpha 2, beta 4) normalised by the number of rods, plus L1 on log sizes and on
-``(cos 2θ, sin 2θ)`` weighted by ``reg_weight`` (per cell, over each rod's Gaussian, so a long
-rod weighs more than a short one; see :mod:`.targets`), L1 on the sub-cell offset at the
-centre cells, and L1 on the log distance to the rod's end at every cell of a rod's middle 80 %.
-Validation decodes the maps (rotated NMS) and pools the matches of every rank into ``val_ap50``
-(rotated IoU >= 0.5, area under the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95``, ``val_count_score``: the score threshold of
-:data:`~.targets.COUNT_SCORE_GRID` whose count of detections is nearest the rods' (mean
-|detections - rods| / max(rods, 1) per window, over the rods and detections centred in the
+heatmap (alpha 2, beta 4) normalised by the number of rods, plus L1 on log sizes and on ``(cos 2θ,
+sin 2θ)`` weighted by ``reg_weight`` (per cell, over each rod's Gaussian, so a long rod weighs more
+than a short one; see :mod:`.targets`), L1 on the sub-cell offset at the centre cells, and L1 on the
+log distance to the rod's end at every cell of a rod's middle 80 %. Validation decodes the maps
+(rotated NMS) and pools the matches of every rank into ``val_ap50`` (rotated IoU >= 0.5, area under
+the interpolated PR curve), which ranks checkpoints, plus ``val_ap50_95``, ``val_count_score``: the
+score threshold of :data:`~.targets.COUNT_SCORE_GRID` whose count of detections is nearest the rods'
+(mean |detections - rods| / max(rods, 1) per window, over the rods and detections centred in the
 window's interior, pooled over ranks; a focal-loss heatmap's scores are not calibrated
-probabilities, so a fixed threshold over- or under-counts), and ``val_count_error`` at it (chosen
-on the same windows, so a little optimistic; runs before the choice logged it at 0.3). The
-threshold is kept in the module's state (so the checkpoint ranked best carries its own) and
-recorded in the artifact, where ``eval`` and Serve count with it.
+probabilities, so a fixed threshold over- or under-counts), and ``val_count_error`` at it (chosen on
+the same windows, so a little optimistic; runs before the choice logged it at 0.3). The threshold is
+kept in the module's state (so the checkpoint ranked best carries its own) and recorded in the
+artifact, where ``eval`` and Serve count with it.
 """
 
 from __future__ import annotations

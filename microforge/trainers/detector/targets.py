@@ -152,8 +152,9 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
         angle targets: the owning rod's Gaussian, 0 below :data:`REG_MIN_WEIGHT`),
         ``end_distance (1, h, w)`` (log px along the owning rod's axis from the cell's middle to its
         end on the cell's side of its centre) and ``end_mask (1, h, w)`` (1 where that is learnt: on
-        a rod, within :data:`END_REACH` x its length of its centre), ``boxes (max_boxes, 5)`` (zero-padded, the first ``max_boxes`` only) and ``n_boxes`` (the
-        count, int64 scalar), where ``h, w = height // stride, width // stride``.
+        a rod, within :data:`END_REACH` x its length of its centre), ``boxes (max_boxes, 5)``
+        (zero-padded, the first ``max_boxes`` only) and ``n_boxes`` (the count, int64 scalar),
+        where ``h, w = height // stride, width // stride``.
     """
     h, w = height // stride, width // stride
     out = {
