@@ -192,9 +192,11 @@ def encode_targets(boxes: np.ndarray, height: int, width: int, stride: int = 4,
         ys, xs = iy[sel, None, None] + dy.astype(np.int64), ix[sel, None, None] + dx.astype(np.int64)
         inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
         np.maximum.at(heat, (ys * w + xs)[inside], g[inside].astype(np.float32))
-        # The cell's middle relative to the exact centre, in px, along and across the rod.
-        ex, ey = (xs + 0.5) * stride - kept[sel, 0, None, None], (ys + 0.5) * stride - kept[sel, 1, None, None]
-        along, across = ex * cs + ey * sn, -ex * sn + ey * cs
+        # The cell's middle relative to the exact centre, in px, along and across the rod: the
+        # patch's (u, v) in px plus the centre cell's middle relative to the exact centre.
+        ex, ey = (ix[sel] + 0.5) * stride - kept[sel, 0], (iy[sel] + 0.5) * stride - kept[sel, 1]
+        along = stride * u + (ex * c[sel] + ey * s[sel])[:, None, None]
+        across = stride * v + (-ex * s[sel] + ey * c[sel])[:, None, None]
         on_rod = inside & (np.abs(along) <= END_REACH * kept[sel, 2, None, None]) & \
             (np.abs(across) <= np.maximum(kept[sel, 3, None, None] / 2, 0.75 * stride))
         boxes_of = np.broadcast_to(sel[:, None, None], g.shape)
