@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import textwrap
 import time
@@ -29,6 +30,15 @@ def wait_healthy(url: str, seconds: float = 60) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the test application at {url} did not become healthy")
         time.sleep(0.5)
+
+
+def shutdown_noise(output: str) -> list[str]:
+    """The lines of a server's output after "received SIG...; shutting down" that a user would take
+    for a failure (Ray's "(raylet) Task ... failed" included)."""
+    assert "; shutting down" in output, output[-4000:]
+    tail = output.split("; shutting down", 1)[1]
+    return [line for line in tail.splitlines()
+            if re.search(r"\(raylet\)|error|fail|traceback|exception|warn", line, re.IGNORECASE)]
 
 
 def free_port() -> int:
@@ -188,7 +198,7 @@ def serve_app(ray_local, tmp_path_factory):
     """The whole application on 127.0.0.1:<free port>, shut down after the module."""
     from ray import serve
 
-    from microforge.serve.app import build_app
+    from microforge.serve.app import build_app, shutdown_serve
     from microforge.serve.state import kill_state
 
     tmp = tmp_path_factory.mktemp("serve")
@@ -206,7 +216,7 @@ def serve_app(ray_local, tmp_path_factory):
         yield ServeApp(url, port, (tmp / "data").resolve(), (tmp / "models").resolve(), app_name, state_actor,
                        {"Authorization": f"Bearer {TOKEN}"})
     finally:
-        serve.shutdown()
+        shutdown_serve()
         kill_state(state_actor)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from .conftest import shutdown_noise
+
 
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
@@ -104,6 +106,7 @@ def test_serve_up_status_and_clean_shutdown(tmp_path, unused_port):
             raise
     assert process.returncode == 0, output
     assert "microforge serve: stopped" in output
+    assert not shutdown_noise(output), shutdown_noise(output)  # a clean stop reads clean
     deadline = time.monotonic() + 30
     while any(alive(pid) for pid in spawned) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -67,7 +67,7 @@ def app(ray_local, tmp_path_factory):
     at most by bytes, 16 by count, 20 sampling steps; batches of up to 2 diffusion chunks."""
     from ray import serve
 
-    from microforge.serve.app import build_app
+    from microforge.serve.app import build_app, shutdown_serve
     from microforge.serve.state import kill_state
 
     tmp = tmp_path_factory.mktemp("serve-diffusion")
@@ -92,7 +92,7 @@ def app(ray_local, tmp_path_factory):
         yield {"url": url, "port": port, "models": tmp / "models", "side": side, "token": config.api_token,
                "headers": {"Authorization": f"Bearer {config.api_token}"}}
     finally:
-        serve.shutdown()
+        shutdown_serve()
         kill_state(state_actor)
 
 

@@ -139,7 +139,7 @@ def test_served_by_the_generate_task_over_http(trained, ray_local, tmp_path):
     import httpx
     from ray import serve
 
-    from microforge.serve.app import build_app
+    from microforge.serve.app import build_app, shutdown_serve
     from microforge.serve.config import ServeConfig
     from microforge.serve.state import kill_state
 
@@ -169,5 +169,5 @@ def test_served_by_the_generate_task_over_http(trained, ray_local, tmp_path):
         bad = httpx.post(f"{url}/generate", json={"model_id": "toygan", "seeds": [-1]}, timeout=60)
         assert bad.status_code == 422 and bad.json()["ok"] is False
     finally:
-        serve.shutdown()
+        shutdown_serve()
         kill_state("toygan-state")
