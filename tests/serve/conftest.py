@@ -38,7 +38,7 @@ def shutdown_noise(output: str) -> list[str]:
     assert "; shutting down" in output, output[-4000:]
     tail = output.split("; shutting down", 1)[1]
     return [line for line in tail.splitlines()
-            if re.search(r"\(raylet\)|error|fail|traceback|exception|warn", line, re.IGNORECASE)]
+            if re.search(r"\(raylet\)|error|fail|traceback|exception", line, re.IGNORECASE)]
 
 
 def free_port() -> int:
