@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from ray.data.dataset import MaterializedDataset
 
 from microforge.platform.cli import main
 from microforge.platform.errors import ConfigError
@@ -138,8 +139,9 @@ def test_epoch_dataset_renders_the_curriculum_of_its_epoch(ray_local):
     assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(first, again))
     assert data.train_kwargs(0, 10) == curriculum_settings(0, 10) == {"noise_scale": 0.1, "mixed_prob": 0.0}
     assert data.train_kwargs(9, 10) == {"noise_scale": 1.0, "mixed_prob": 0.6}
-    val = data.driver_datasets()["val"].take_all()
-    assert [r["index"] for r in val] == [0, 1]
+    val = data.driver_datasets()["val"]
+    assert isinstance(val, MaterializedDataset)  # rendered once, read again every epoch
+    assert [r["index"] for r in val.take_all()] == [r["index"] for r in val.take_all()] == [0, 1]
 
 
 def test_epoch_batches_reopen_every_epoch_and_know_their_length():
