@@ -5,7 +5,8 @@ A :class:`TrainingData` gives the launcher two kinds of split:
 * **static** splits (:meth:`~TrainingData.driver_datasets`): Ray Datasets built on the driver,
   handed to ``TorchTrainer(datasets=...)`` and read in each worker with
   ``ray.train.get_dataset_shard`` (Ray splits them across workers and re-executes them each epoch,
-  so a lazily rendered dataset is re-rendered identically).
+  so a lazily rendered dataset would be re-rendered identically; :class:`SyntheticData`
+  materialises its validation split once instead).
 * **per-epoch** splits (:meth:`~TrainingData.epoch_dataset`): built inside each training worker
   at the start of every epoch from an :class:`EpochContext`. This is how an epoch's curriculum
   (noise_scale, mixed_prob) reaches the renderer: the settings are plain arguments of the
