@@ -100,6 +100,10 @@ def ray_runtime(
             init_kwargs.setdefault("runtime_env", {"worker_process_setup_hook": QUIET_WORKER_HOOK})
         else:
             init_kwargs.setdefault("dashboard_host", "127.0.0.1")
+        # One embedded node is never drained for preemption, so Ray Train's preemption watcher has
+        # nothing to watch; it would only log an "E ... PreemptionWatcher ... max_restarts > 0"
+        # line at every launch. Its workers inherit this environment.
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
         # Every port of an embedded Ray on 127.0.0.1 (see loopback_only); no client server starts.
         with loopback_only():
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **init_kwargs)
@@ -108,6 +112,8 @@ def ray_runtime(
     finally:
         ray.shutdown()
 
+
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train's switch for it (default on)
 
 # Ray Train's placement-group cleaner without a dashboard (see ray_runtime); our own
 # release_orphaned_placement_groups does its job.

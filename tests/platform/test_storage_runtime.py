@@ -73,6 +73,19 @@ def test_embedded_ray_workers_silence_the_dashboardless_placement_group_cleaner(
     assert ray_local.get(levels.remote()) == [logging.ERROR] * len(QUIET_LOGGERS)
 
 
+def test_embedded_ray_workers_start_ray_train_without_a_preemption_watcher(ray_local):
+    """One embedded node is never drained: the watcher's only output was an error-looking line."""
+    import os
+
+    from microforge.platform.runtime import PREEMPTION_WATCHER_ENV
+
+    @ray_local.remote
+    def setting():
+        return os.environ.get(PREEMPTION_WATCHER_ENV)
+
+    assert ray_local.get(setting.remote()) == "0"
+
+
 def test_files_and_folders_honour_the_umask(tmp_path):
     """Everything written through storage gets 0o666/0o777 less the umask (0644/0755 under 022),
     not mkstemp's 0600, so colleagues can read a lab's shared datasets."""
