@@ -14,7 +14,7 @@
 # ray 2.60.0 (ray/jars, rllib, llm and dashboard/client taken out: 42 MB), jsonschema,
 # jsonschema-specifications, referencing, rpds-py, pydantic 2.13.4 with pydantic-core 2.46.4,
 # annotated-types, typing-inspection, typing-extensions, pywavelets, tensorboardx, fastapi,
-# starlette, python-multipart, uvicorn, opentelemetry-api (fastapi >= 0.16x needs it).
+# starlette, python-multipart, uvicorn, opentelemetry-api (fastapi 0.165 requires it).
 set -u
 OUT=${OUT:-/tmp/microforge-gpu}
 SCALE=${SCALE:-1}
